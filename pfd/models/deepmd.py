@@ -1,0 +1,546 @@
+"""DeePMD student backend (PyTorch backend of deepmd-kit).
+
+The distillation step ends here: teacher-labelled frames become a small, fast DeePMD
+model. Frames stay ``list[ase.Atoms]`` everywhere else in pfd; the deepmd/npy format
+exists only inside :func:`frames_to_deepmd`, so that unit and sign conventions are
+converted in exactly one place.
+
+Training and freezing run as ``dp --pt ...`` subprocesses rather than through
+deepmd's Python API because deepmd configures torch threads and logging globally at
+import time; a subprocess keeps those side effects (and any crash) out of the caller,
+and lets us pin threads, which matters a lot on small shared machines.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+from ase.neighborlist import neighbor_list
+
+from pfd import frames as fr
+
+#: Safety margin on the observed neighbour count, so that slightly denser configurations
+#: met later (e.g. during MD with the student) do not silently drop neighbours.
+SEL_FACTOR = 1.2
+
+MODEL_FILE = "frozen_model.pth"
+META_FILE = "pfd_model.json"
+LCURVE_FILE = "lcurve.out"
+
+
+@dataclass
+class StudentSettings:
+    """Hyper-parameters of the student; defaults follow common DeePMD practice.
+
+    ``sel=None`` derives neighbour counts from the data, because a too-small ``sel``
+    silently truncates environments while a too-large one only costs speed.
+    """
+
+    descriptor: Literal["se_e2_a", "se_atten_v2"] = "se_e2_a"
+    rcut_A: float = 5.0
+    rcut_smth_A: float = 0.5
+    sel: list[int] | int | None = None
+    descriptor_neuron: list[int] = field(default_factory=lambda: [16, 32, 64])
+    axis_neuron: int = 8
+    fitting_neuron: list[int] = field(default_factory=lambda: [120, 120, 120])
+    steps: int = 20000
+    batch_size: int | str = "auto"
+    start_lr: float = 1e-3
+    stop_lr: float = 3.5e-8
+    decay_steps: int | None = None
+    start_pref_e: float = 0.02
+    limit_pref_e: float = 1.0
+    start_pref_f: float = 1000.0
+    limit_pref_f: float = 1.0
+    # Virial prefactors only take effect when every training frame carries stress.
+    start_pref_v: float = 0.0
+    limit_pref_v: float = 0.0
+    seed: int = 1
+    threads: int = 1
+    disp_freq: int | None = None
+    save_freq: int | None = None
+
+    def resolved_decay_steps(self) -> int:
+        # ~200 decays over the run, the ratio of DeePMD's stock examples
+        # (1e6 steps / 5000); capped at deepmd's own default of 5000.
+        if self.decay_steps is not None:
+            return int(self.decay_steps)
+        return int(min(5000, max(1, self.steps // 200)))
+
+    def resolved_disp_freq(self) -> int:
+        # ~100 learning-curve points is enough for a plot and keeps validation cheap.
+        if self.disp_freq is not None:
+            return int(self.disp_freq)
+        return int(min(1000, max(1, self.steps // 100)))
+
+    def resolved_save_freq(self) -> int:
+        # A few checkpoints per run: enough to restart, few enough to be cheap.
+        if self.save_freq is not None:
+            return int(self.save_freq)
+        return int(max(self.resolved_disp_freq(), self.steps // 4, 1))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _check_type_map(frames: Sequence[Atoms], type_map: Sequence[str]) -> None:
+    if len(set(type_map)) != len(type_map):
+        raise ValueError(f"type_map has duplicate elements: {list(type_map)}")
+    missing = sorted(set(fr.species(frames)) - set(type_map))
+    if missing:
+        raise ValueError(
+            f"type_map {list(type_map)} lacks element(s) {missing} present in the frames; "
+            "a DeePMD model can only describe the elements of its type_map"
+        )
+
+
+def _is_periodic(atoms: Atoms) -> bool:
+    # Same rule as deepmd.calculator.DP (any periodic direction -> use the cell), so
+    # training and inference agree; a partly periodic cell needs enough vacuum.
+    if not any(atoms.pbc):
+        return False
+    if abs(atoms.cell.volume) < 1e-8:
+        raise ValueError("frame is periodic but its cell has zero volume")
+    return True
+
+
+def _voigt_to_matrix(s: np.ndarray) -> np.ndarray:
+    s = np.asarray(s, dtype=float).reshape(-1)
+    if s.size == 9:
+        return s.reshape(3, 3)
+    xx, yy, zz, yz, xz, xy = s
+    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+
+
+def frames_to_deepmd(frames: list[Atoms], out_dir: Path, type_map: list[str]) -> list[Path]:
+    """Write labelled frames as deepmd/npy systems; the only place pfd speaks DeePMD.
+
+    DeePMD requires one fixed atom-type sequence per system, so frames are grouped by
+    composition (and periodicity) and atoms are sorted by type within each frame.
+    Units are eV and Å. ``virial = -stress * volume`` (eV): ASE's stress is positive
+    when tensile, deepmd's virial is the opposite sign and extensive. The virial is
+    written only when every frame of that system has stress, since deepmd treats a
+    present ``virial.npy`` as a label for all of its frames.
+    """
+    out_dir = Path(out_dir)
+    if not frames:
+        raise ValueError("no frames to convert")
+    for i, atoms in enumerate(frames):
+        if not fr.has_labels(atoms):
+            raise ValueError(f"frame {i} has no energy/forces labels")
+    _check_type_map(frames, type_map)
+    index = {el: k for k, el in enumerate(type_map)}
+
+    groups: dict[tuple[bool, tuple[int, ...]], list[Atoms]] = {}
+    for atoms in frames:
+        types = np.array([index[s] for s in atoms.get_chemical_symbols()])
+        counts = tuple(int(c) for c in np.bincount(types, minlength=len(type_map)))
+        groups.setdefault((_is_periodic(atoms), counts), []).append(atoms)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    systems: list[Path] = []
+    for (periodic, counts), members in sorted(groups.items()):
+        formula = "".join(f"{el}{n}" for el, n in zip(type_map, counts, strict=True) if n)
+        sys_dir = out_dir / (formula + ("" if periodic else "_nopbc"))
+        if sys_dir.exists():
+            shutil.rmtree(sys_dir)  # never mix stale sets into a fresh system
+        set_dir = sys_dir / "set.000"
+        set_dir.mkdir(parents=True)
+
+        coords, boxes, energies, forces, virials = [], [], [], [], []
+        with_virial = periodic and all(fr.stress(a) is not None for a in members)
+        for atoms in members:
+            types = np.array([index[s] for s in atoms.get_chemical_symbols()])
+            order = np.argsort(types, kind="stable")
+            coords.append(atoms.positions[order].reshape(-1))
+            forces.append(fr.forces(atoms)[order].reshape(-1))
+            energies.append(fr.energy(atoms))
+            boxes.append(atoms.cell.array.reshape(-1))
+            if with_virial:
+                stress = _voigt_to_matrix(fr.stress(atoms))  # type: ignore[arg-type]
+                virials.append((-stress * atoms.get_volume()).reshape(-1))
+        sorted_types = np.repeat(np.arange(len(type_map)), counts)
+
+        np.savetxt(sys_dir / "type.raw", sorted_types, fmt="%d")
+        (sys_dir / "type_map.raw").write_text("\n".join(type_map) + "\n")
+        if not periodic:
+            (sys_dir / "nopbc").touch()
+        np.save(set_dir / "coord.npy", np.asarray(coords, dtype=np.float64))
+        np.save(set_dir / "energy.npy", np.asarray(energies, dtype=np.float64))
+        np.save(set_dir / "force.npy", np.asarray(forces, dtype=np.float64))
+        if periodic:
+            np.save(set_dir / "box.npy", np.asarray(boxes, dtype=np.float64))
+        if with_virial:
+            np.save(set_dir / "virial.npy", np.asarray(virials, dtype=np.float64))
+        systems.append(sys_dir)
+    return systems
+
+
+def read_deepmd_system(system: Path) -> list[Atoms]:
+    """Structures of a deepmd/npy system written by :func:`frames_to_deepmd`.
+
+    Used to count neighbours for ``sel`` from what deepmd will actually see, and to
+    check round trips in tests. Labels are not attached.
+    """
+    system = Path(system)
+    type_map = (system / "type_map.raw").read_text().split()
+    types = np.loadtxt(system / "type.raw", dtype=int, ndmin=1)
+    symbols = [type_map[t] for t in types]
+    periodic = not (system / "nopbc").exists()
+    out: list[Atoms] = []
+    for set_dir in sorted(system.glob("set.*")):
+        coord = np.load(set_dir / "coord.npy").reshape(-1, len(types), 3)
+        box = np.load(set_dir / "box.npy").reshape(-1, 3, 3) if periodic else None
+        for k in range(len(coord)):
+            out.append(
+                Atoms(
+                    symbols=symbols,
+                    positions=coord[k],
+                    cell=box[k] if box is not None else None,
+                    pbc=periodic,
+                )
+            )
+    return out
+
+
+def compute_sel(frames: Sequence[Atoms], type_map: Sequence[str], rcut: float) -> list[int]:
+    """Per-neighbour-type ``sel``: max neighbours within ``rcut`` over all atoms, padded.
+
+    The maximum is multiplied by :data:`SEL_FACTOR` and rounded up to a multiple of 4
+    (deepmd's own ``sel: "auto"`` rounding); at least 4 so that no type's embedding is
+    empty.
+    """
+    index = {el: k for k, el in enumerate(type_map)}
+    ntypes = len(type_map)
+    max_nb = np.zeros(ntypes, dtype=int)
+    for atoms in frames:
+        i, j = neighbor_list("ij", atoms, float(rcut))
+        if len(i) == 0:
+            continue
+        jt = np.array([index[s] for s in atoms.get_chemical_symbols()])[j]
+        counts = np.zeros((len(atoms), ntypes), dtype=int)
+        np.add.at(counts, (i, jt), 1)
+        max_nb = np.maximum(max_nb, counts.max(axis=0))
+    sel = [math.ceil(n * SEL_FACTOR) for n in max_nb]
+    return [max(4, 4 * ((s + 3) // 4)) for s in sel]
+
+
+def _count_frames(systems: Sequence[Path]) -> int:
+    return sum(
+        int(np.load(s / "energy.npy", mmap_mode="r").shape[0])
+        for system in systems
+        for s in sorted(Path(system).glob("set.*"))
+    )
+
+
+def _systems_have_virial(systems: Sequence[Path]) -> bool:
+    for system in systems:
+        sets = sorted(Path(system).glob("set.*"))
+        if not sets or not all((s / "virial.npy").exists() for s in sets):
+            return False
+    return True
+
+
+# -------------------------------------------------------------------------- input
+
+
+def build_input(
+    train_systems: Sequence[Path],
+    valid_systems: Sequence[Path],
+    type_map: list[str],
+    settings: StudentSettings,
+) -> dict[str, Any]:
+    """The ``dp train`` input; a pure function of its arguments (and the system files).
+
+    ``sel=None`` is resolved here from the training systems, so the written input is
+    explicit and reproducible instead of depending on deepmd's "auto" at train time.
+    """
+    if not train_systems:
+        raise ValueError("no training systems")
+    rcut = float(settings.rcut_A)
+    if settings.sel is None:
+        structures = [a for s in train_systems for a in read_deepmd_system(Path(s))]
+        sel: list[int] | int = compute_sel(structures, type_map, rcut)
+    else:
+        sel = settings.sel
+
+    descriptor: dict[str, Any] = {
+        "type": settings.descriptor,
+        "rcut": rcut,
+        "rcut_smth": float(settings.rcut_smth_A),
+        "neuron": list(settings.descriptor_neuron),
+        "axis_neuron": int(settings.axis_neuron),
+        "resnet_dt": False,
+        "seed": int(settings.seed),
+    }
+    if settings.descriptor == "se_e2_a":
+        if isinstance(sel, int):
+            raise ValueError("se_e2_a needs a per-type sel list, got an int")
+        if len(sel) != len(type_map):
+            raise ValueError(f"sel {sel} must have one entry per type in {type_map}")
+        descriptor["sel"] = list(sel)
+        descriptor["type_one_side"] = False
+    elif settings.descriptor == "se_atten_v2":
+        # se_atten counts neighbours regardless of type: only the total matters.
+        descriptor["sel"] = int(sel) if isinstance(sel, int) else int(sum(sel))
+        # attn_layer=0: type-embedded two-body descriptor without attention (v2 is
+        # always "strip" mode); fast and compressible, which is what a student is for.
+        descriptor["attn_layer"] = 0
+    else:
+        raise ValueError(f"unknown descriptor {settings.descriptor!r}")
+
+    has_virial = _systems_have_virial(train_systems)
+    loss: dict[str, Any] = {
+        "type": "ener",
+        "start_pref_e": float(settings.start_pref_e),
+        "limit_pref_e": float(settings.limit_pref_e),
+        "start_pref_f": float(settings.start_pref_f),
+        "limit_pref_f": float(settings.limit_pref_f),
+        "start_pref_v": float(settings.start_pref_v) if has_virial else 0.0,
+        "limit_pref_v": float(settings.limit_pref_v) if has_virial else 0.0,
+    }
+    training: dict[str, Any] = {
+        "training_data": {
+            "systems": [str(s) for s in train_systems],
+            "batch_size": settings.batch_size,
+        },
+        "numb_steps": int(settings.steps),
+        "seed": int(settings.seed),
+        "disp_file": LCURVE_FILE,
+        "disp_freq": settings.resolved_disp_freq(),
+        # Average the training losses over each display interval: single-batch values
+        # are too noisy to read a learning curve from (one frame may be a relaxed
+        # crystal with zero forces).
+        "disp_avg": True,
+        "save_freq": settings.resolved_save_freq(),
+    }
+    if valid_systems:
+        training["validation_data"] = {
+            "systems": [str(s) for s in valid_systems],
+            "batch_size": settings.batch_size,
+            # Several batches per display for the same reason; capped to stay cheap.
+            "numb_btch": max(1, min(10, _count_frames(valid_systems))),
+        }
+    return {
+        "model": {
+            "type_map": list(type_map),
+            "descriptor": descriptor,
+            "fitting_net": {
+                "neuron": list(settings.fitting_neuron),
+                "resnet_dt": True,
+                "seed": int(settings.seed),
+            },
+        },
+        "learning_rate": {
+            "type": "exp",
+            "start_lr": float(settings.start_lr),
+            "stop_lr": float(settings.stop_lr),
+            "decay_steps": settings.resolved_decay_steps(),
+        },
+        "loss": loss,
+        "training": training,
+    }
+
+
+# ----------------------------------------------------------------------- training
+
+
+def _thread_env(threads: int) -> dict[str, str]:
+    # More threads than free cores is badly counter-productive for small models
+    # (measured 12x slower with 2 threads on 2 busy cores), so pin everything.
+    n = str(max(1, int(threads)))
+    return {
+        "OMP_NUM_THREADS": n,
+        "MKL_NUM_THREADS": n,
+        "DP_INTRA_OP_PARALLELISM_THREADS": n,
+        "DP_INTER_OP_PARALLELISM_THREADS": "1",
+    }
+
+
+def _dp_command() -> list[str]:
+    # Prefer the dp next to the running interpreter so the venv's deepmd is used even
+    # when the venv is not activated.
+    local = Path(sys.executable).parent / "dp"
+    if local.exists():
+        return [str(local)]
+    found = shutil.which("dp")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "deepmd"]
+
+
+def _log_tail(path: Path, n_lines: int = 40) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "<no log>"
+    return "\n".join(lines[-n_lines:])
+
+
+def _run_dp(args: list[str], workdir: Path, log_name: str, threads: int) -> None:
+    env = {**os.environ, **_thread_env(threads)}
+    log = workdir / log_name
+    cmd = [*_dp_command(), "--pt", *args]
+    with log.open("w") as fh:
+        proc = subprocess.run(
+            cmd, cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"`dp --pt {' '.join(args)}` failed with exit code {proc.returncode} in "
+            f"{workdir} (full log: {log}). Last lines:\n{_log_tail(log)}"
+        )
+
+
+def _clean_previous_run(workdir: Path) -> None:
+    # dp train writes checkpoints into cwd; stale ones could otherwise be frozen.
+    for pattern in ("model.ckpt*.pt", "checkpoint", LCURVE_FILE, "out.json"):
+        for p in workdir.glob(pattern):
+            if p.is_file() or p.is_symlink():
+                p.unlink()
+    for sub in ("data/train", "data/valid"):
+        if (workdir / sub).exists():
+            shutil.rmtree(workdir / sub)
+
+
+def train_student(
+    train: list[Atoms],
+    valid: list[Atoms],
+    workdir: Path,
+    settings: StudentSettings,
+    type_map: list[str] | None = None,
+) -> Path:
+    """Train a DeePMD student from scratch and freeze it; returns ``workdir/"model"``.
+
+    Energies may use any reference (DFT absolute or a teacher's): DeePMD fits per-type
+    energy biases itself, so no shift is applied.
+    """
+    if not train:
+        raise ValueError("no training frames")
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    type_map = list(type_map) if type_map is not None else fr.species(train)
+    _check_type_map(list(train) + list(valid), type_map)
+    _clean_previous_run(workdir)
+
+    train_systems = frames_to_deepmd(train, workdir / "data" / "train", type_map)
+    valid_systems = frames_to_deepmd(valid, workdir / "data" / "valid", type_map) if valid else []
+    config = build_input(train_systems, valid_systems, type_map, settings)
+    (workdir / "input.json").write_text(json.dumps(config, indent=2))
+
+    model_dir = workdir / "model"
+    model_dir.mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    _run_dp(["train", "input.json"], workdir, "train.log", settings.threads)
+    train_seconds = time.perf_counter() - t0
+    _run_dp(["freeze", "-o", str(model_dir / MODEL_FILE)], workdir, "freeze.log", settings.threads)
+    if not (model_dir / MODEL_FILE).exists():
+        raise RuntimeError(
+            f"dp freeze reported success but {model_dir / MODEL_FILE} is missing; "
+            f"log tail:\n{_log_tail(workdir / 'freeze.log')}"
+        )
+
+    lcurve_summary: dict[str, Any] = {"path": LCURVE_FILE}
+    lcurve_src = workdir / LCURVE_FILE
+    if lcurve_src.exists():
+        shutil.copy2(lcurve_src, model_dir / LCURVE_FILE)
+        rows = read_lcurve(lcurve_src)
+        if rows:
+            lcurve_summary.update(first=rows[0], final=rows[-1], n_points=len(rows))
+    shutil.copy2(workdir / "input.json", model_dir / "input.json")
+
+    descriptor = config["model"]["descriptor"]
+    meta = {
+        "backend": "deepmd",
+        "kind": "student",
+        "model_file": MODEL_FILE,
+        "type_map": type_map,
+        "descriptor": settings.descriptor,
+        "sel": descriptor["sel"],
+        "rcut_A": descriptor["rcut"],
+        "uses_virial": config["loss"]["limit_pref_v"] > 0 or config["loss"]["start_pref_v"] > 0,
+        "settings": asdict(settings),
+        "n_train_frames": len(train),
+        "n_valid_frames": len(valid),
+        "train_seconds": round(train_seconds, 2),
+        "deepmd_version": _deepmd_version(),
+        "lcurve": lcurve_summary,
+    }
+    (model_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+    return model_dir
+
+
+def _deepmd_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("deepmd-kit")
+    except PackageNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------------- inference
+
+
+def load_calculator(model_dir: Path, threads: int = 1) -> Calculator:
+    """ASE calculator for a trained student (``model_dir`` or the ``.pth`` itself).
+
+    torch's thread count is process-wide, so this sets it for the whole process;
+    deepmd is imported lazily so that importing pfd never pays for (or is configured
+    by) deepmd's import-time thread setup.
+    """
+    path = Path(model_dir)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"frozen DeePMD model not found: {path}")
+    for key, val in _thread_env(threads).items():
+        os.environ.setdefault(key, val)  # read by deepmd at import; never override the user
+
+    import torch
+    from deepmd.calculator import DP
+
+    torch.set_num_threads(max(1, int(threads)))
+    return DP(model=str(path))
+
+
+def read_lcurve(path: Path | str) -> list[dict[str, float]]:
+    """Parse deepmd's ``lcurve.out`` into one dict per displayed step (for plots).
+
+    Column names come from the header (e.g. ``rmse_f_val``, ``rmse_f_trn``, ``lr``), so
+    this follows whatever losses deepmd reported; ``step`` is an int.
+    """
+    path = Path(path)
+    names: list[str] | None = None
+    rows: list[dict[str, float]] = []
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("#"):
+            words = stripped.lstrip("#").split()
+            if names is None and words and words[0] == "step":
+                names = words
+            continue
+        if names is None:
+            raise ValueError(f"{path}: data line before the header")
+        values = stripped.split()
+        if len(values) != len(names):
+            continue  # a line being written when the file was read
+        row: dict[str, float] = {k: float(v) for k, v in zip(names, values, strict=True)}
+        row["step"] = int(row["step"])
+        rows.append(row)
+    return rows

@@ -1,0 +1,35 @@
+"""Load any pfd model directory as an ASE calculator, whatever its backend.
+
+Every model directory carries ``pfd_model.json`` naming its backend, so MD, labelling
+and testing never need to know which library trained the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ase.calculators.calculator import Calculator
+
+MODEL_JSON = "pfd_model.json"
+
+
+def model_info(model_dir: Path) -> dict[str, object]:
+    p = Path(model_dir) / MODEL_JSON
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: not a pfd model directory (no {MODEL_JSON})")
+    return json.loads(p.read_text())
+
+
+def load_calculator(model_dir: Path, threads: int = 1) -> Calculator:
+    backend = model_info(model_dir).get("backend")
+    if backend == "sevennet":
+        from pfd.models import sevennet
+
+        return sevennet.load_calculator(Path(model_dir), threads=threads)
+    if backend == "deepmd":
+        from pfd.models import deepmd
+
+        return deepmd.load_calculator(Path(model_dir), threads=threads)
+    raise ValueError(f"{model_dir}/{MODEL_JSON}: unknown backend {backend!r} "
+                     "(allowed: sevennet, deepmd)")

@@ -1,0 +1,90 @@
+"""Human-readable results: the iteration table, a markdown summary and parity plots."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+from pfd.steps import STATUS_COLUMNS
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 1e4 else f"{v:.3g}"
+    return str(v)
+
+
+def status_table(rows: list[dict[str, Any]]) -> list[list[str]]:
+    keys = ["stage", "iter", "explored", "filtered", "selected", "labelled", "failed",
+            "energy_rmse_meV_atom", "force_rmse_eV_A", "converged"]
+    return [[fmt(r.get(k)) for k in keys] for r in rows]
+
+
+def markdown_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def status_markdown(rows: list[dict[str, Any]]) -> str:
+    return markdown_table(STATUS_COLUMNS, status_table(rows))
+
+
+def parity_png(series: dict[str, tuple[list[float], list[float]]], xlabel: str,
+               ylabel: str, title: str) -> bytes:
+    """One parity panel with a series per model (e.g. teacher and student vs DFT)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.5), dpi=120)
+    lo, hi = np.inf, -np.inf
+    for label, (ref, pred) in series.items():
+        r, p = np.asarray(ref), np.asarray(pred)
+        if r.size == 0:
+            continue
+        rmse = float(np.sqrt(np.mean((p - r) ** 2)))
+        ax.scatter(r, p, s=4, alpha=0.5, label=f"{label} (RMSE {rmse:.3f})")
+        lo, hi = min(lo, r.min(), p.min()), max(hi, r.max(), p.max())
+    if np.isfinite(lo):
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def summary_markdown(run_id: str, rows: list[dict[str, Any]], init: dict[str, Any],
+                     distill: dict[str, Any] | None, teacher_key: str | None,
+                     notes: list[str]) -> str:
+    out = [f"# PFD run `{run_id}`", ""]
+    out += [f"Initial set: {init.get('labelled')} DFT frames "
+            f"({init.get('failed')} failed).", "", "## Fine-tune iterations", "",
+            status_markdown(rows), ""]
+    dft_total = int(init.get("labelled", 0)) + sum(int(r.get("labelled") or 0) for r in rows)
+    out += [f"DFT frames in total: **{dft_total}**.", ""]
+    if teacher_key:
+        out += [f"Teacher model: `{teacher_key}`", ""]
+    if distill:
+        out += ["## Distillation", "",
+                markdown_table(["model", "tested on", "frames", "E RMSE meV/atom",
+                                "F RMSE eV/Å"],
+                               [[r["model"], r["data"], fmt(r["n_frames"]),
+                                 fmt(r["energy_rmse_meV_atom"]), fmt(r["force_rmse_eV_A"])]
+                                for r in distill["table"]]), ""]
+        out += [f"Student model: `{distill.get('student')}`", ""]
+    if notes:
+        out += ["## Warnings", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(out)

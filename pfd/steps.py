@@ -1,0 +1,412 @@
+"""The PFD steps as store-aware functions: read inputs by key, write outputs, return records.
+
+Each step first looks for its own finished output in the store and returns the stored
+record if it is there; that is what makes "resume = rerun". Outputs are written in an
+order where the record (the completion marker) is always last, so a step killed half-way
+is simply redone, while every DFT label and trained model it had finished stays in the
+store (labels in the content-addressed cache, models under ``models/<hash>``).
+
+No Prefect here: flows/ adds retries, artifacts and the stage loop on top.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+
+from pfd import frames as fr
+from pfd.config import MDGroup, PFDConfig, StageSpec
+from pfd.explore.md import TrajectorySpec, run_md
+from pfd.label.cache import label_frames
+from pfd.label.qe import QELabeller
+from pfd.metrics import Metrics, converged, evaluate
+from pfd.models.registry import MODEL_JSON
+from pfd.perturb import perturb
+from pfd.select.entropy import select_frames
+from pfd.select.filters import apply_filters
+from pfd.store import ArtifactStore, open_store
+from pfd.structures import load_structures
+
+MapFn = Callable[..., Iterable[Any]]
+
+
+def serial_map(fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:
+    return list(map(fn, *iterables))
+
+
+@dataclass(frozen=True)
+class RunContext:
+    cfg: PFDConfig
+    store_url: str
+    workdir: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.cfg.resolved_run_id
+
+    def key(self, *parts: str) -> str:
+        return "/".join(("runs", self.run_id, *parts))
+
+    @property
+    def store(self) -> ArtifactStore:
+        return open_store(self.store_url)
+
+
+def make_context(cfg: PFDConfig, store_url: str | None = None,
+                 workdir: Path | None = None) -> RunContext:
+    url = store_url or os.environ.get("PFD_STORE") or cfg.store
+    if "://" not in url:
+        url = str(Path(url).resolve())
+    wd = (workdir or cfg.workdir).resolve() / cfg.resolved_run_id
+    wd.mkdir(parents=True, exist_ok=True)
+    return RunContext(cfg=cfg, store_url=url, workdir=wd)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def make_labeller(cfg: PFDConfig) -> QELabeller:
+    structures = load_structures(cfg)
+    elements = tuple(fr.species(a for fs in structures.values() for a in fs))
+    return QELabeller(cfg.labeller.qe, elements=elements)
+
+
+# --------------------------------------------------------------------------- models in the store
+def upload_model(store: ArtifactStore, key: str, model_dir: Path) -> None:
+    """Upload a model directory; ``pfd_model.json`` goes last as the completion marker."""
+    model_dir = Path(model_dir)
+    for p in sorted(model_dir.rglob("*")):
+        if p.is_file() and p.name != MODEL_JSON:
+            store.put_file(f"{key}/{p.relative_to(model_dir).as_posix()}", p)
+    store.put_file(f"{key}/{MODEL_JSON}", model_dir / MODEL_JSON)
+
+
+def model_ready(store: ArtifactStore, key: str) -> bool:
+    return store.exists(f"{key}/{MODEL_JSON}")
+
+
+def fetch_model(store_url: str, key: str, cache_root: Path) -> Path:
+    """Local copy of a stored model (downloaded once per machine)."""
+    local = Path(cache_root) / "models" / key.replace("/", "_")
+    if (local / MODEL_JSON).is_file():
+        return local
+    tmp = local.with_name(local.name + f".part-{os.getpid()}")
+    open_store(store_url).get_dir(key, tmp)
+    if (local / MODEL_JSON).is_file():  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+        return local
+    if local.exists():
+        shutil.rmtree(local)
+    tmp.rename(local)
+    return local
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_calculator(store_url: str, key: str, cache_root: str, threads: int) -> Any:
+    from pfd.models.registry import load_calculator
+
+    return load_calculator(fetch_model(store_url, key, Path(cache_root)), threads=threads)
+
+
+def _pin_threads(threads: int = 1) -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- datasets
+def load_datasets(store: ArtifactStore, keys: Iterable[str]) -> list[Atoms]:
+    out: list[Atoms] = []
+    for k in keys:
+        out.extend(store.get_frames(k))
+    return out
+
+
+def split_by_hash(frames: list[Atoms], fraction: float) -> tuple[list[Atoms], list[Atoms]]:
+    """Deterministic split: a frame's side depends only on its content, so adding data
+    never moves an old validation frame into training."""
+    train, valid = [], []
+    for a in frames:
+        h = int(fr.frame_hash(a)[:8], 16) / 0xFFFFFFFF
+        (valid if h < fraction else train).append(a)
+    if not train:  # tiny sets: never train on nothing
+        train, valid = valid, []
+    return train, valid
+
+
+# --------------------------------------------------------------------------- init
+def init_dataset(ctx: RunContext, map_fn: MapFn = serial_map) -> dict[str, Any]:
+    """Perturb the init structures and label them with DFT: D0."""
+    store, rec_key = ctx.store, ctx.key("init", "record.json")
+    if store.exists(rec_key):
+        return store.get_json(rec_key) | {"resumed": True}
+    cfg = ctx.cfg
+    structures = load_structures(cfg)
+    p = cfg.init.perturb
+    base = [a for name in cfg.init.structures for a in structures[name]]
+    frames = perturb(base, p.n_per_structure, p.atom_displacement_A, p.cell_strain,
+                     p.displacement_style, p.seed, p.include_unperturbed)
+    store.put_frames(ctx.key("init", "perturbed.extxyz"), frames)
+    res = label_frames(make_labeller(cfg), frames, ctx.store_url, map_fn,
+                       scratch=str(ctx.workdir))
+    if not res.labelled:
+        raise RuntimeError("no initial frame could be labelled; see "
+                           f"{ctx.key('init', 'failed.json')}")
+    data_key = ctx.key("init", "labelled.extxyz")
+    store.put_frames(data_key, res.labelled)
+    store.put_json(ctx.key("init", "failed.json"), [f.to_dict() for f in res.failed])
+    record = {"dataset": data_key, "n_perturbed": len(frames), "labelled": len(res.labelled),
+              "failed": len(res.failed), "dft_computed": res.computed, "dft_cached": res.cached}
+    store.put_json(rec_key, record)
+    return record
+
+
+# --------------------------------------------------------------------------- fine-tune
+def finetune_model(ctx: RunContext, dataset_keys: list[str]) -> dict[str, Any]:
+    """Fine-tune the foundation on the union of ``dataset_keys``.
+
+    The model key is a hash of the training data keys and settings: a stage that starts
+    from exactly the data the previous stage converged on reuses that model.
+    """
+    from pfd.models import sevennet
+
+    cfg, store = ctx.cfg, ctx.store
+    ft = cfg.finetune
+    h = _digest({"data": sorted(dataset_keys), "finetune": ft.model_dump(mode="json")})
+    key = ctx.key("models", f"finetuned-{h}")
+    if model_ready(store, key):
+        return {"model": key, "reused": True, **store.get_json(f"{key}/{MODEL_JSON}").get(
+            "pfd_summary", {})}
+    # provenance in atoms.info differs between init and MD frames; trainers that collate
+    # info (sevenn via PyG) need identical keys, and labels are all they should see
+    frames = [fr.attach_labels(a, fr.energy(a), fr.forces(a), fr.stress(a))
+              for a in load_datasets(store, dataset_keys)]
+    for a in frames:
+        a.info.clear()
+    train, valid = split_by_hash(frames, ft.valid_fraction)
+    settings = sevennet.FinetuneSettings(
+        foundation=ft.foundation, epochs=ft.epochs, batch_size=ft.batch_size,
+        learning_rate=ft.learning_rate, patience_epochs=ft.patience_epochs, seed=ft.seed)
+    workdir = ctx.workdir / "finetune" / h
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    model_dir = sevennet.finetune(train, valid, workdir, settings)
+    meta = json.loads((model_dir / MODEL_JSON).read_text())
+    summary = {"n_train": len(train), "n_valid": len(valid),
+               "epochs_run": meta.get("epochs_run"), "datasets": sorted(dataset_keys)}
+    meta["pfd_summary"] = summary
+    (model_dir / MODEL_JSON).write_text(json.dumps(meta, indent=2))
+    upload_model(store, key, model_dir)
+    return {"model": key, "reused": False, **summary}
+
+
+# --------------------------------------------------------------------------- exploration
+def plan_trajectories(cfg: PFDConfig, groups: list[MDGroup], tag: str) -> list[
+        tuple[TrajectorySpec, Atoms]]:
+    """structures × temperatures × pressures, with seeds distinct per tag (stage/iter)."""
+    structures = load_structures(cfg)
+    plan: list[tuple[TrajectorySpec, Atoms]] = []
+    salt = int(hashlib.sha256(tag.encode()).hexdigest()[:6], 16)
+    for g_idx, g in enumerate(groups):
+        pressures = g.pressures_GPa or [None]
+        for name in g.structures:
+            for s_idx, atoms in enumerate(structures[name]):
+                for t in g.temperatures_K:
+                    for p in pressures:
+                        tid = f"g{g_idx}-{name}-{s_idx}-{t:g}K"
+                        tid += "" if p is None else f"-{p:g}GPa"
+                        spec = TrajectorySpec(
+                            traj_id=tid, structure=name, temperature_K=t, pressure_GPa=p,
+                            ensemble=g.ensemble, steps=g.steps, timestep_fs=g.timestep_fs,
+                            sample_every=g.sample_every, friction_per_fs=g.friction_per_fs,
+                            seed=(g.seed * 1_000_003 + salt + len(plan)) % 2**31)
+                        plan.append((spec, atoms))
+    return plan
+
+
+def run_trajectory(store_url: str, model_key: str, spec: TrajectorySpec, atoms: Atoms,
+                   out_prefix: str, cache_root: str) -> dict[str, Any]:
+    """One trajectory on a worker; frames are in the store before the record is."""
+    _pin_threads(1)
+    store = open_store(store_url)
+    calc = _cached_calculator(store_url, model_key, cache_root, 1)
+    result = run_md(atoms, calc, spec)
+    store.put_frames(f"{out_prefix}/{spec.traj_id}.extxyz", result.frames)
+    record = result.record()
+    store.put_json(f"{out_prefix}/{spec.traj_id}.json", record)
+    return record
+
+
+def explore(ctx: RunContext, model_key: str, groups: list[MDGroup], out_prefix: str,
+            map_fn: MapFn = serial_map) -> dict[str, Any]:
+    store = ctx.store
+    plan = plan_trajectories(ctx.cfg, groups, out_prefix)
+    todo = [(s, a) for s, a in plan if not store.exists(f"{out_prefix}/{s.traj_id}.json")]
+    if todo:
+        n = len(todo)
+        list(map_fn(run_trajectory, [ctx.store_url] * n, [model_key] * n,
+                    [s for s, _ in todo], [a for _, a in todo], [out_prefix] * n,
+                    [str(ctx.workdir)] * n))
+    records = [store.get_json(f"{out_prefix}/{s.traj_id}.json") for s, _ in plan]
+    return {"trajectories": len(plan), "ran": len(todo),
+            "frames": sum(int(r["n_frames"]) for r in records),
+            "stopped_early": {r["traj_id"]: r["stopped"] for r in records if r["stopped"]},
+            "keys": [f"{out_prefix}/{s.traj_id}.extxyz" for s, _ in plan]}
+
+
+# --------------------------------------------------------------------------- select + label
+def filter_and_select(ctx: RunContext, explored_keys: list[str], reference_keys: list[str],
+                      stage: StageSpec, out_prefix: str) -> dict[str, Any]:
+    store, rec_key = ctx.store, f"{out_prefix}/select.json"
+    if store.exists(rec_key):
+        return store.get_json(rec_key)
+    explored = load_datasets(store, explored_keys)
+    kept, rejected = apply_filters(explored, ctx.cfg.filters)
+    sel = select_frames(kept, load_datasets(store, reference_keys), stage.select)
+    chosen = [fr.strip_labels(kept[i]) for i in sel.indices]
+    store.put_frames(f"{out_prefix}/selected.extxyz", chosen)
+    record = {"explored": len(explored), "filtered": len(explored) - len(kept),
+              "rejected_by_reason": rejected, "selected": len(chosen), "method": sel.method,
+              "scores": sel.scores, "candidates": f"{out_prefix}/selected.extxyz"}
+    store.put_json(rec_key, record)
+    return record
+
+
+def label_set(ctx: RunContext, frames_key: str, out_prefix: str,
+              map_fn: MapFn = serial_map) -> dict[str, Any]:
+    store, rec_key = ctx.store, f"{out_prefix}/label.json"
+    if store.exists(rec_key):
+        return store.get_json(rec_key)
+    frames = store.get_frames(frames_key)
+    res = label_frames(make_labeller(ctx.cfg), frames, ctx.store_url, map_fn,
+                       scratch=str(ctx.workdir))
+    data_key = f"{out_prefix}/labelled.extxyz"
+    store.put_frames(data_key, res.labelled)
+    store.put_json(f"{out_prefix}/failed.json", [f.to_dict() for f in res.failed])
+    record = {"dataset": data_key, "labelled": len(res.labelled), "failed": len(res.failed),
+              "failures": [f.to_dict() for f in res.failed],
+              "dft_computed": res.computed, "dft_cached": res.cached}
+    store.put_json(rec_key, record)
+    return record
+
+
+# --------------------------------------------------------------------------- testing
+def test_model(ctx: RunContext, model_key: str, data_keys: list[str],
+               out_key: str) -> dict[str, Any]:
+    store = ctx.store
+    if store.exists(out_key):
+        return store.get_json(out_key)
+    frames = load_datasets(store, data_keys)
+    calc = _cached_calculator(ctx.store_url, model_key, str(ctx.workdir), 1)
+    m, pred = evaluate(calc, frames)
+    record = {"model": model_key, "data": data_keys, **m.summary(), "per_frame": m.per_frame,
+              "parity": {"e_ref": pred.e_ref_per_atom, "e_pred": pred.e_pred_per_atom,
+                         "f_ref": pred.f_ref, "f_pred": pred.f_pred}}
+    store.put_json(out_key, record)
+    return record
+
+
+def is_converged(test_record: dict[str, Any], stage: StageSpec) -> bool:
+    m = Metrics(n_frames=int(test_record["n_frames"]),
+                energy_rmse_meV_atom=float(test_record["energy_rmse_meV_atom"]),
+                energy_mae_meV_atom=float(test_record["energy_mae_meV_atom"]),
+                force_rmse_eV_A=float(test_record["force_rmse_eV_A"]),
+                force_mae_eV_A=float(test_record["force_mae_eV_A"]),
+                stress_rmse_GPa=test_record.get("stress_rmse_GPa"))
+    return converged(m, stage.converge)
+
+
+def iteration_prefix(ctx: RunContext, stage_idx: int, it: int) -> str:
+    return ctx.key(f"stage-{stage_idx + 1:02d}", f"iter-{it:02d}")
+
+
+def write_iteration_record(ctx: RunContext, stage_idx: int, it: int,
+                           row: dict[str, Any]) -> None:
+    ctx.store.put_json(f"{iteration_prefix(ctx, stage_idx, it)}/record.json", row)
+
+
+# --------------------------------------------------------------------------- distillation
+def _subsample(frames: list[Atoms], n: int) -> list[Atoms]:
+    if len(frames) <= n:
+        return frames
+    step = len(frames) / n
+    return [frames[int(i * step)] for i in range(n)]
+
+
+def build_synthetic(ctx: RunContext, explored_keys: list[str]) -> dict[str, Any]:
+    """Teacher-labelled frames: the MD samples already carry the teacher's labels."""
+    store, rec_key = ctx.store, ctx.key("distill", "synthetic.json")
+    if store.exists(rec_key):
+        return store.get_json(rec_key)
+    d = ctx.cfg.distill
+    assert d is not None
+    frames = load_datasets(store, explored_keys)
+    kept, rejected = apply_filters(frames, ctx.cfg.filters)
+    kept = _subsample(kept, d.max_frames)
+    for a in kept:
+        a.info["labeller"] = "teacher"
+    train, test = split_by_hash(kept, d.test_fraction)
+    store.put_frames(ctx.key("distill", "synthetic.extxyz"), train)
+    store.put_frames(ctx.key("distill", "synthetic_test.extxyz"), test)
+    record = {"explored": len(frames), "filtered": sum(rejected.values()),
+              "rejected_by_reason": rejected,
+        "train": ctx.key("distill", "synthetic.extxyz"), "n_train": len(train),
+        "test": ctx.key("distill", "synthetic_test.extxyz"), "n_test": len(test)}
+    store.put_json(rec_key, record)
+    return record
+
+
+def train_student(ctx: RunContext, synthetic: dict[str, Any]) -> dict[str, Any]:
+    from pfd.models import deepmd
+
+    store = ctx.store
+    d = ctx.cfg.distill
+    assert d is not None
+    key = ctx.key("distill", "student")
+    if model_ready(store, key):
+        return {"model": key, "reused": True}
+    train = store.get_frames(synthetic["train"])
+    valid = store.get_frames(synthetic["test"])
+    s = d.student
+    settings = deepmd.StudentSettings(
+        descriptor=s.descriptor, rcut_A=s.rcut_A, rcut_smth_A=s.rcut_smth_A,
+        descriptor_neuron=list(s.descriptor_neuron), fitting_neuron=list(s.fitting_neuron),
+        steps=s.steps, start_lr=s.start_lr, stop_lr=s.stop_lr, seed=s.seed)
+    workdir = ctx.workdir / "student"
+    model_dir = deepmd.train_student(train, valid, workdir, settings)
+    upload_model(store, key, model_dir)
+    return {"model": key, "reused": False, "n_train": len(train)}
+
+
+def all_dft_keys(ctx: RunContext) -> list[str]:
+    """Every DFT-labelled dataset of the run: init plus each iteration's D_i."""
+    store = ctx.store
+    keys = [k for k in store.list(ctx.key("")) if k.endswith("labelled.extxyz")]
+    return sorted(keys)
+
+
+# --------------------------------------------------------------------------- status
+STATUS_COLUMNS = ["stage", "iter", "explored", "filtered", "selected", "labelled", "failed",
+                  "E RMSE meV/atom", "F RMSE eV/Å", "converged"]
+
+
+def status_rows(store: ArtifactStore, run_id: str) -> list[dict[str, Any]]:
+    rows = []
+    for k in store.list(f"runs/{run_id}/"):
+        if k.endswith("/record.json") and "/stage-" in k:
+            rows.append(store.get_json(k))
+    rows.sort(key=lambda r: (r["stage"], r["iter"]))
+    return rows
