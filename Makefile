@@ -1,0 +1,26 @@
+# The two commands of README.md: `make demo` and `make test`.
+VENV := .venv
+BIN := $(VENV)/bin
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install system-deps demo test lint clean
+
+install:
+	bash scripts/install-python.sh
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: install system-deps
+	$(BIN)/pfd run examples/si/pfd.yaml
+
+test: install system-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -ra
+
+lint:
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf pfd-store pfd-work .pytest_cache

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Creates .venv and installs pfd with the whole stack, CPU only.
+#   - torch is pinned to 2.13.0 (a CPU wheel of it is provided locally) so nothing pulls CUDA.
+#   - deepmd-kit 3.2.0 is built from its sdist: the PyPI wheel's PyTorch ops are compiled
+#     for torch 2.11 and fail to load with 2.13 (see DESIGN.md). MPI discovery is disabled
+#     because Debian's QE brings the Open MPI runtime without its headers.
+# Idempotent: a stamp keyed on pyproject.toml and this script skips work already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+stamp="$VENV/.pfd-installed"
+key=$(cat pyproject.toml "$0" | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
+  echo "python deps: up to date ($VENV)"
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+"${pip[@]}" install --upgrade pip wheel "setuptools>=68"
+"${pip[@]}" install "torch==2.13.0"
+"${pip[@]}" install -e ".[test]"
+if ! "$VENV/bin/python" -c "import deepmd, deepmd.pt.cxx_op as c; assert c.ENABLE_CUSTOMIZED_OP" \
+    >/dev/null 2>&1; then
+  echo "python deps: building deepmd-kit 3.2.0 from source (about 1-4 minutes)"
+  "${pip[@]}" install scikit-build-core setuptools_scm "cmake>=3.25.2" ninja packaging \
+    dependency_groups hatch-fancy-pypi-readme
+  CMAKE_ARGS="-DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON" DP_ENABLE_TENSORFLOW=0 DP_ENABLE_PYTORCH=1 \
+    DP_VARIANT=cpu "${pip[@]}" install --no-build-isolation --no-binary deepmd-kit \
+    "deepmd-kit==3.2.0"
+fi
+"$VENV/bin/python" - <<'PYEOF'
+import torch, deepmd.pt.cxx_op as c, sevenn, prefect
+assert torch.__version__.startswith("2.13.0") and "+cpu" in torch.__version__, torch.__version__
+assert c.ENABLE_CUSTOMIZED_OP, "deepmd-kit custom ops missing"
+print(f"python deps: torch {torch.__version__}, prefect {prefect.__version__}, sevenn {sevenn.__version__}")
+PYEOF
+echo "$key" > "$stamp"
