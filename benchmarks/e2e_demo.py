@@ -38,8 +38,7 @@ def machine() -> str:
     return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()}"
 
 
-def update_markdown(section: str, body: str) -> None:
-    md = ROOT / "docs" / "benchmarks.md"
+def update_markdown(md: Path, section: str, body: str) -> None:
     text = md.read_text() if md.exists() else "# Benchmarks\n\nFigures measured on this " \
         "project's machines; each section is rewritten by the benchmark named in it.\n"
     start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
@@ -56,6 +55,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="tiny config (CI)")
     ap.add_argument("--skip-install", action="store_true")
+    ap.add_argument("--out-dir", type=Path, default=ROOT,
+                    help="where benchmarks/results/*.json and docs/benchmarks.md go "
+                         "(default: the repository)")
     args = ap.parse_args()
     config = ROOT / ("tests/data/tiny.yaml" if args.quick else "examples/si/pfd.yaml")
     name = "e2e_demo_quick" if args.quick else "e2e_demo"
@@ -112,7 +114,7 @@ def main() -> None:
                         table["student_vs_teacher"]["energy_rmse_meV_atom"]},
         "synthetic_frames": distill["synthetic"]["n_train"] + distill["synthetic"]["n_test"],
     }
-    out = ROOT / "benchmarks" / "results" / f"{name}.json"
+    out = args.out_dir / "benchmarks" / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     w = result["wall_s"]
@@ -130,7 +132,7 @@ def main() -> None:
     body += ["", "Phases: install = `make install system-deps` (warm pip cache); dft, finetune, "
              "explore and distill are summed inside the flow (explore/dft fan out over 2 Dask "
              "workers); other = Prefect/Dask start-up, selection, testing, report."]
-    update_markdown(name, "\n".join(body))
+    update_markdown(args.out_dir / "docs" / "benchmarks.md", name, "\n".join(body))
     print(json.dumps(result, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 

@@ -17,7 +17,7 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 from ase.md.langevin import Langevin
 from ase.md.nose_hoover_chain import IsotropicMTKNPT
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
 from pfd.frames import attach_labels
 
@@ -99,7 +99,7 @@ def run_md(atoms: Atoms, calc: Calculator, spec: TrajectorySpec,
     work = atoms.copy()
     work.calc = calc
     rng = np.random.default_rng(spec.seed)
-    MaxwellBoltzmannDistribution(work, temperature_K=spec.temperature_K, rng=rng)
+    thermalize_momenta(work, temperature_K=spec.temperature_K, rng=rng)
     Stationary(work)
     dyn = _integrator(work, spec, rng)
     volume0 = work.get_volume()

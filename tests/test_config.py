@@ -1,0 +1,126 @@
+"""Config validation: every mistake is caught before work starts, naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pfd.config import ConfigError, PFDConfig, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def base() -> dict[str, Any]:
+    return {
+        "structures": {"d": {"build": {"element": "Si", "crystal": "diamond", "a_A": 5.43}}},
+        "init": {"structures": ["d"]},
+        "labeller": {"qe": {"pseudopotentials": {"Si": "Si.pbe-rrkj.UPF"}}},
+        "stages": [{"name": "s1", "groups": [{"structures": ["d"], "temperatures_K": [300]}]}],
+    }
+
+
+def test_examples_validate() -> None:
+    for cfg_path in (ROOT / "examples/si/pfd.yaml", ROOT / "tests/data/tiny.yaml"):
+        cfg = load_config(cfg_path)
+        assert isinstance(cfg, PFDConfig)
+        assert len(cfg.stages) == 2
+        assert cfg.distill is not None
+
+
+def test_unknown_key_names_field_path() -> None:
+    raw = base()
+    raw["init"]["perturb"] = {"atom_displacment_A": 0.1}
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw)
+    assert "init.perturb.atom_displacment_A" in str(e.value)
+    assert "unknown field" in str(e.value)
+
+
+def test_negative_temperature() -> None:
+    raw = base()
+    raw["stages"][0]["groups"][0]["temperatures_K"] = [-5]
+    with pytest.raises(ConfigError, match=r"stages\.0\.groups\.0\.temperatures_K\.0"):
+        parse_config(raw)
+
+
+def test_unknown_structure_reference() -> None:
+    raw = base()
+    raw["stages"][0]["groups"][0]["structures"] = ["nope"]
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.groups\[0\]\.structures.*'nope'"):
+        parse_config(raw)
+
+
+def test_missing_structure_file(tmp_path: Path) -> None:
+    raw = base()
+    raw["structures"]["f"] = {"file": "missing.extxyz"}
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"structures\.f\.file: file not found"):
+        load_config(p)
+
+
+def test_structure_file_relative_to_config(tmp_path: Path) -> None:
+    from ase.build import bulk
+    from ase.io import write
+
+    write(tmp_path / "si.extxyz", bulk("Si", "diamond", a=5.43, cubic=True))
+    raw = base()
+    raw["structures"] = {"d": {"file": "si.extxyz"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.structures["d"].file == (tmp_path / "si.extxyz").resolve()
+
+
+def test_element_without_pseudopotential() -> None:
+    raw = base()
+    raw["structures"]["u"] = {"build": {"element": "Xe", "crystal": "fcc", "a_A": 6.2}}
+    raw["labeller"] = {"qe": {}}
+    with pytest.raises(ConfigError, match=r"labeller\.qe\.pseudopotentials:.*Xe"):
+        parse_config(raw)
+
+
+def test_explicit_pseudopotential_must_exist() -> None:
+    raw = base()
+    raw["labeller"]["qe"]["pseudopotentials"] = {"Si": "Si.does-not-exist.UPF"}
+    with pytest.raises(ConfigError, match="Si.does-not-exist.UPF not found"):
+        parse_config(raw)
+
+
+def test_npt_needs_pressures_and_literal_choices() -> None:
+    raw = base()
+    raw["stages"][0]["groups"][0]["ensemble"] = "npt"
+    with pytest.raises(ConfigError, match="pressures_GPa"):
+        parse_config(raw)
+    raw = base()
+    raw["stages"][0]["select"] = {"method": "best"}
+    with pytest.raises(ConfigError, match=r"stages\.0\.select\.method.*'entropy' or 'random'"):
+        parse_config(raw)
+
+
+def test_run_id_default_is_stable_and_config_sensitive() -> None:
+    a, b = parse_config(base()), parse_config(base())
+    assert a.resolved_run_id == b.resolved_run_id
+    raw = base()
+    raw["stages"][0]["max_iterations"] = 7
+    assert parse_config(raw).resolved_run_id != a.resolved_run_id
+    raw["run_id"] = "../escape"
+    with pytest.raises(ConfigError, match="run_id"):
+        parse_config(raw)
+
+
+def test_cli_validate(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pfd.cli import app
+
+    ok = CliRunner().invoke(app, ["validate", str(ROOT / "examples/si/pfd.yaml")])
+    assert ok.exit_code == 0 and "OK" in ok.output
+    raw = base()
+    raw["stages"][0]["groups"][0]["timestep"] = 1
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+    bad = CliRunner().invoke(app, ["validate", str(tmp_path / "bad.yaml")])
+    assert bad.exit_code == 2
+    assert "stages.0.groups.0.timestep" in bad.output

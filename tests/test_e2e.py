@@ -1,0 +1,202 @@
+"""One whole PFD run at tiny scale through the real CLI: killed after the initial DFT
+labels, resumed, then re-run once more.
+
+Real pw.x, real SevenNet fine-tuning, real Dask workers, real DeePMD training, Prefect's
+ephemeral API. A counting wrapper around pw.x proves that no frame is labelled twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from pfd import frames as fr
+from pfd.store import LocalStore
+
+ROOT = Path(__file__).resolve().parents[1]
+PFD = str(Path(sys.executable).parent / "pfd")
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not installed")]
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PFD_TEST_PW_LOG=str(tmp / "pw-calls.log"))
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def _pw_calls(tmp: Path) -> list[str]:
+    log = tmp / "pw-calls.log"
+    return log.read_text().split() if log.exists() else []
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    wrapper = tmp / "pw-counting.sh"
+    # logs a hash of the physical input (pw.in) of every DFT call, then runs real pw.x
+    wrapper.write_text('#!/usr/bin/env bash\nsha256sum pw.in | cut -c1-16 >> '
+                       '"$PFD_TEST_PW_LOG"\nexec pw.x "$@"\n')
+    wrapper.chmod(0o755)
+    cfg = yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text())
+    cfg["labeller"]["qe"]["command"] = str(wrapper)
+    cfg_path = tmp / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    store = tmp / "store"
+    cmd = [PFD, "run", str(cfg_path), "--store", str(store), "--workdir", str(tmp / "work")]
+    env = _env(tmp)
+
+    # 1) start, and kill the whole process tree once the initial DFT set is stored
+    proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    marker = store / "runs/tiny/init/record.json"
+    deadline = time.time() + 600
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "the first run never finished its initial labelling"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    calls_killed = _pw_calls(tmp)
+
+    # 2) rerun to completion
+    t0 = time.time()
+    done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    calls_resumed = _pw_calls(tmp)
+    resumed_s = time.time() - t0
+    st = LocalStore(store)
+    student_key = "runs/tiny/distill/student/frozen_model.pth"
+    before = {"student_sha": hashlib.sha256(st.get_bytes(student_key)).hexdigest(),
+              "student_mtime": (store / student_key).stat().st_mtime_ns,
+              "keys": set(st.list("runs/tiny/"))}
+
+    # 3) rerun a finished run: must be a no-op for DFT and training
+    t0 = time.time()
+    again = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    return {"tmp": tmp, "store": st, "env": env, "stdout": done.stdout, "before": before,
+            "calls_killed": calls_killed, "calls_resumed": calls_resumed,
+            "calls_final": _pw_calls(tmp), "resumed_s": resumed_s,
+            "noop_s": time.time() - t0, "noop_stdout": again.stdout}
+
+
+def test_resume_labels_no_frame_twice(run: dict[str, Any]) -> None:
+    killed, resumed = run["calls_killed"], run["calls_resumed"]
+    st = run["store"]
+    n_init = len(st.get_frames("runs/tiny/init/labelled.extxyz"))
+    assert len(killed) >= n_init == 3  # every initial frame was paid for before the kill
+    new = resumed[len(killed):]
+    assert not set(new) & set(killed), "a frame labelled before the kill was labelled again"
+    assert len(set(resumed)) == len(resumed), "some DFT input was computed twice"
+    assert run["calls_final"] == resumed, "re-running a finished run called DFT again"
+
+
+def test_store_holds_every_artifact(run: dict[str, Any]) -> None:
+    st = run["store"]
+    keys = set(st.list("runs/tiny/"))
+    for k in ["config.json", "run.json", "init/labelled.extxyz", "init/perturbed.extxyz",
+              "stage-01/iter-00/selected.extxyz", "stage-01/iter-00/labelled.extxyz",
+              "stage-01/iter-00/test.json", "stage-01/iter-00/record.json",
+              "stage-02/iter-00/record.json", "distill/synthetic.extxyz",
+              "distill/student/frozen_model.pth", "distill/student/pfd_model.json",
+              "distill/test_student_vs_dft.json", "report/summary.md",
+              "report/force_parity.png", "teacher.json"]:
+        assert f"runs/tiny/{k}" in keys, k
+    assert st.get_json("runs/tiny/run.json")["status"] == "completed"
+    png = st.get_bytes("runs/tiny/report/force_parity.png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    # the init set: 1 unperturbed + 2 perturbed cells, all labelled with forces AND stress
+    init = st.get_frames("runs/tiny/init/labelled.extxyz")
+    assert len(init) == 3 and all(fr.stress(a) is not None for a in init)
+    teacher = st.get_json("runs/tiny/teacher.json")["model"]
+    assert st.exists(f"{teacher}/checkpoint_best.pth")
+
+
+def test_iteration_records_are_consistent(run: dict[str, Any]) -> None:
+    st = run["store"]
+    from pfd.steps import status_rows
+
+    rows = status_rows(st, "tiny")
+    assert [(r["stage"], r["iter"]) for r in rows] == [(1, 0), (2, 0)]
+    for r in rows:
+        assert r["explored"] > 0
+        assert 0 < r["selected"] <= 2
+        assert r["labelled"] + r["failed"] == r["selected"]
+        assert r["labelled"] == len(st.get_frames(r["dataset"]))
+        assert np.isfinite(r["force_rmse_eV_A"]) and r["force_rmse_eV_A"] > 0
+        assert r["converged"] is False  # 0.01 eV/Å threshold is deliberately unreachable
+    # 2 trajectories × (40 steps / sample every 10) = 8 frames in stage 1
+    assert rows[0]["explored"] == 8
+    # the report warns loudly about non-convergence
+    assert "did NOT converge" in st.get_text("runs/tiny/report/summary.md")
+
+
+def test_status_command_prints_table(run: dict[str, Any]) -> None:
+    out = subprocess.run([PFD, "status", "tiny", "--store", str(run["store"].url)],
+                         env=run["env"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "run tiny: completed"
+    assert lines[1].startswith("| stage | iter | explored | filtered | selected | labelled")
+    data = [ln for ln in lines if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
+    assert len(data) == 2
+    assert "distillation:" in out.stdout and "| student | dft |" in out.stdout
+    missing = subprocess.run([PFD, "status", "nope", "--store", str(run["store"].url)],
+                             env=run["env"], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no run 'nope'" in missing.stderr
+
+
+def test_student_loads_in_ase(run: dict[str, Any]) -> None:
+    from ase.build import bulk
+
+    from pfd.models.registry import load_calculator
+    from pfd.steps import fetch_model
+
+    st = run["store"]
+    local = fetch_model(st.url, "runs/tiny/distill/student", run["tmp"] / "fetch")
+    calc = load_calculator(local)
+    si = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 1, 1))
+    si.rattle(0.05, seed=3)
+    si.calc = calc
+    f = si.get_forces()
+    assert f.shape == (16, 3) and np.all(np.isfinite(f)) and np.abs(f).max() > 0
+    assert np.isfinite(si.get_potential_energy())
+    rec = st.get_json("runs/tiny/distill/record.json")
+    names = {(r["model"], r["data"]) for r in rec["table"]}
+    assert names == {("student", "teacher"), ("student", "dft"), ("teacher", "dft")}
+    dft = st.get_json("runs/tiny/distill/test_teacher_vs_dft.json")
+    n_dft = 3 + sum(len(st.get_frames(k)) for k in st.list("runs/tiny/stage-")
+                    if k.endswith("labelled.extxyz"))
+    assert dft["n_frames"] == n_dft
+
+
+def test_teacher_speaks_dft_energy_reference(run: dict[str, Any]) -> None:
+    """QE energies are ~-108 eV/atom, SevenNet's ~-5.4: the shift must be applied."""
+    rec = run["store"].get_json("runs/tiny/distill/test_teacher_vs_dft.json")
+    assert rec["energy_rmse_meV_atom"] < 200
+
+
+def test_finished_run_is_noop(run: dict[str, Any]) -> None:
+    # no new DFT (checked above), no retraining, no new models or datasets
+    st, before = run["store"], run["before"]
+    key = "runs/tiny/distill/student/frozen_model.pth"
+    assert hashlib.sha256(st.get_bytes(key)).hexdigest() == before["student_sha"]
+    assert (Path(st.url) / key).stat().st_mtime_ns == before["student_mtime"]
+    assert {k for k in st.list("runs/tiny/models/")} == {
+        k for k in before["keys"] if k.startswith("runs/tiny/models/")}
+    assert run["noop_s"] < run["resumed_s"]
+    assert "run tiny completed" in run["noop_stdout"]
