@@ -21,6 +21,7 @@ from prefect.artifacts import (
 
 from pfd import steps
 from pfd.config import PFDConfig, load_config, parse_config
+from pfd.iteration_budget import skipped_stage_note, stage_iterations, stage_note
 from pfd.report import parity_png, status_table, summary_markdown
 from pfd.steps import STATUS_COLUMNS, RunContext
 from tasks import steps as t
@@ -58,7 +59,7 @@ def stage_flow(ctx: RunContext, stage_idx: int, datasets: list[str],
     model_key: str | None = None
     conv = False
     it = 0
-    for it in range(min(stage.max_iterations, iterations_left)):
+    for it in range(stage_iterations(stage.max_iterations, iterations_left)):
         prefix = steps.iteration_prefix(ctx, stage_idx, it)
         t0 = time.perf_counter()
         ft = t.finetune(ctx, datasets)
@@ -179,17 +180,18 @@ def pfd_flow(config: str | dict[str, Any], store: str | None = None,
         left = cfg.max_total_iterations
         for k, stage in enumerate(cfg.stages):
             if left <= 0:
-                notes.append(f"max_total_iterations={cfg.max_total_iterations} reached before "
-                             f"stage {stage.name}: stage skipped")
+                notes.append(skipped_stage_note(stage.name, cfg.max_total_iterations))
+                log.warning(notes[-1])
                 converged = False
                 continue
             res = stage_flow(ctx, k, datasets, left)
+            note = stage_note(stage.name, res["iterations"], res["converged"],
+                              stage.max_iterations, cfg.max_total_iterations, left)
             left -= res["iterations"]
             datasets, teacher, converged = res["datasets"], res["model"], res["converged"]
-            if not converged:
-                notes.append(f"stage {stage.name} did NOT converge in {res['iterations']} "
-                             "iteration(s); its last labels are kept and used below")
-                log.warning(notes[-1])
+            if note is not None:
+                notes.append(note)
+                log.warning(note)
             advance()
         if not converged or teacher is None:
             # the last D_i joined the data without a model trained on it: train one

@@ -65,10 +65,16 @@ class StructureSpec(Strict):
 
 # --------------------------------------------------------------------------- perturbation
 class PerturbSpec(Strict):
+    """dpdata-style perturbation; the defaults displace every atom of the cell as given."""
+
     n_per_structure: PositiveInt = 4
     atom_displacement_A: NonNegFloat = 0.1
     displacement_style: Literal["normal", "uniform", "const"] = "uniform"
     cell_strain: Annotated[float, Field(ge=0, lt=0.5)] = 0.03
+    # fraction of atoms displaced per copy (at least one): local distortions in a bulk
+    atom_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    # repeat the structure first, so small cells can carry non-periodic-in-cell distortions
+    supercell: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 1, 1)
     include_unperturbed: bool = True
     seed: int = 1
 
@@ -79,7 +85,29 @@ class InitSpec(Strict):
 
 
 # --------------------------------------------------------------------------- labelling
-class QESpec(Strict):
+IncarValue = str | int | float | bool | list[float] | list[int]
+
+
+class EngineRunSpec(Strict):
+    """How one engine process runs. None of it changes a label, so none of it is in a
+    labeller fingerprint: changing threads or ranks reuses every cached label."""
+
+    threads: PositiveInt = 1
+    mpi_ranks: PositiveInt = 1
+    mpirun: str = "mpirun -np {ranks}"
+    timeout_s: PositiveFloat = 3600.0
+    max_corrections: Annotated[int, Field(ge=0, le=20)] = 5
+
+    @field_validator("mpirun")
+    @classmethod
+    def _mpirun_has_ranks(cls, v: str) -> str:
+        if "{ranks}" not in v:
+            raise ValueError("must contain '{ranks}' where the rank count goes, "
+                             "e.g. 'mpirun -np {ranks}' or 'srun -n {ranks}'")
+        return v
+
+
+class QESpec(EngineRunSpec):
     command: str = "pw.x"
     pseudo_dir: Path = Path("/usr/share/espresso/pseudo")
     pseudopotentials: dict[str, str] = Field(default_factory=dict)
@@ -91,13 +119,88 @@ class QESpec(Strict):
     conv_thr_Ry: PositiveFloat = 1e-8
     mixing_beta: Annotated[float, Field(gt=0, le=1)] = 0.5
     electron_maxstep: PositiveInt = 100
-    threads: PositiveInt = 1
-    timeout_s: PositiveFloat = 3600.0
+    # custodian: gentler mixing + more steps this many times, then a permanent failure
+    scf_fix_attempts: Annotated[int, Field(ge=0, le=5)] = 2
+    # reruns of a pw.x that died without an answer (a crash, not the physics)
+    crash_retries: Annotated[int, Field(ge=0, le=5)] = 2
+
+
+class CP2KSpec(EngineRunSpec):
+    """CP2K Quickstep (GPW), Debian's ``cp2k`` + ``cp2k-data`` by default."""
+
+    command: str = "cp2k.psmp"
+    data_dir: Path = Path("/usr/share/cp2k")
+    basis_file: str = "BASIS_MOLOPT"
+    potential_file: str = "GTH_POTENTIALS"
+    basis_set: str = "DZVP-MOLOPT-SR-GTH"
+    basis_sets: dict[str, str] = Field(default_factory=dict)  # per element, wins
+    potential: str = "GTH-PBE"
+    potentials: dict[str, str] = Field(default_factory=dict)  # per element, wins
+    xc_functional: Literal["PBE", "PADE"] = "PBE"
+    cutoff_Ry: PositiveFloat = 400.0
+    rel_cutoff_Ry: PositiveFloat = 50.0
+    kspacing_invA: PositiveFloat = 0.4
+    electronic_temperature_K: PositiveFloat = 300.0  # Fermi-Dirac smearing
+    spin_polarized: bool = False
+    eps_scf: PositiveFloat = 1e-7
+    eps_default: PositiveFloat = 1e-12
+    max_scf: PositiveInt = 100
+    mixing_alpha: Annotated[float, Field(gt=0, le=1)] = 0.3
+
+
+VASP_EXTRA_HANDLERS = ("IncorrectSmearingHandler", "LargeSigmaHandler", "KspacingMetalHandler",
+                       "MeshSymmetryErrorHandler", "DriftErrorHandler")
+# set by the label itself (static, stress on) or by a dedicated field below
+_VASP_RESERVED = {"NSW": "labels are static (NSW=0)", "IBRION": "labels are static (IBRION=-1)",
+                  "ISIF": "stress is always computed (ISIF=2)", "ENCUT": "use encut_eV",
+                  "KSPACING": "use kspacing_invA", "ISMEAR": "use ismear",
+                  "SIGMA": "use sigma_eV", "EDIFF": "use ediff_eV", "ISPIN": "use ispin"}
+
+
+class VaspSpec(EngineRunSpec):
+    """VASP via custodian. Inputs: a pymatgen input set (or ``incar_template``) plus the
+    label settings below; POTCARs from ``psp_dir`` (default: $PMG_VASP_PSP_DIR)."""
+
+    command: str = "vasp_std"
+    version: str | None = None  # declared VASP version: fingerprinted, checked per run
+    input_set: Literal["MatPESStaticSet", "MPStaticSet"] = "MatPESStaticSet"
+    incar_template: Path | None = None
+    incar: dict[str, IncarValue] = Field(default_factory=dict)  # further INCAR settings
+    encut_eV: PositiveFloat = 520.0
+    kspacing_invA: PositiveFloat = 0.25
+    ismear: Annotated[int, Field(ge=-5, le=3)] = 0
+    sigma_eV: PositiveFloat = 0.05
+    ediff_eV: PositiveFloat = 1e-6
+    ispin: Literal[1, 2] = 1
+    potcar_functional: str = "PBE_64"
+    potcar_symbols: dict[str, str] = Field(default_factory=dict)  # e.g. {Fe: Fe_pv}
+    psp_dir: Path | None = None
+    # custodian handlers that change the physics of a label (smearing, k-points, cutoff):
+    # off by default, since mixed settings in one dataset are a silent accuracy bug
+    extra_handlers: list[Literal["IncorrectSmearingHandler", "LargeSigmaHandler",
+                                 "KspacingMetalHandler", "MeshSymmetryErrorHandler",
+                                 "DriftErrorHandler"]] = Field(default_factory=list)
+
+    @field_validator("incar")
+    @classmethod
+    def _incar_keys(cls, v: dict[str, IncarValue]) -> dict[str, IncarValue]:
+        out = {}
+        for key, val in v.items():
+            k = key.upper()
+            if k in _VASP_RESERVED:
+                raise ValueError(f"{key}: set by pfd ({_VASP_RESERVED[k]})")
+            out[k] = val
+        return out
 
 
 class LabellerSpec(Strict):
-    engine: Literal["qe"] = "qe"
+    engine: Literal["qe", "cp2k", "vasp"] = "qe"
     qe: QESpec = QESpec()
+    cp2k: CP2KSpec = CP2KSpec()
+    vasp: VaspSpec = VaspSpec()
+    # a labelling step stops (labels already computed stay in the store) above this
+    max_failure_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
+    keep_scratch: bool = False  # keep successful frames' engine directories too
 
 
 # --------------------------------------------------------------------------- models
@@ -122,6 +225,14 @@ class StudentSpec(Strict):
     steps: PositiveInt = 20000
     start_lr: PositiveFloat = 1e-3
     stop_lr: PositiveFloat = 3.5e-8
+    # Loss prefactors. Distillation trains once on many frames in comparatively few steps,
+    # so energy is weighted more from the start than DeePMD's usual 0.02 -> 1: with the
+    # usual schedule a short run leaves per-structure energy offsets (vacancy vs bulk)
+    # unlearned even when forces fit (measured on the Si demo: 204 -> 12 meV/atom).
+    start_pref_e: NonNegFloat = 0.2
+    limit_pref_e: NonNegFloat = 10.0
+    start_pref_f: NonNegFloat = 100.0
+    limit_pref_f: NonNegFloat = 1.0
     seed: int = 1
 
     @model_validator(mode="after")
@@ -132,27 +243,60 @@ class StudentSpec(Strict):
 
 
 # --------------------------------------------------------------------------- exploration
+# canonical ensemble names; the aliases exist so a config can say which thermostat it means
+ENSEMBLE_ALIASES = {"nvt-langevin": "nvt", "npt-iso": "npt"}
+NPT_ENSEMBLES = ("npt", "npt-aniso")
+
+
 class MDGroup(Strict):
-    """structures × temperatures × pressures: each combination is one trajectory."""
+    """structures × temperatures × pressures: each combination is one trajectory.
+
+    Ensembles: ``nvt`` (alias ``nvt-langevin``) Langevin; ``nvt-nhc`` Nosé–Hoover chain;
+    ``npt`` (alias ``npt-iso``) MTK barostat, isotropic; ``npt-aniso`` MTK barostat with
+    the cell shape free (hydrostatic target pressure).
+    """
 
     structures: list[str] = Field(min_length=1)
     temperatures_K: list[PositiveFloat] = Field(min_length=1)
     pressures_GPa: list[float] | None = None
-    ensemble: Literal["nvt", "npt"] = "nvt"
+    ensemble: Literal["nvt", "nvt-langevin", "nvt-nhc", "npt", "npt-iso", "npt-aniso"] = "nvt"
     steps: PositiveInt = 200
     timestep_fs: PositiveFloat = 1.0
     sample_every: PositiveInt = 10
-    friction_per_fs: PositiveFloat = 0.01
+    friction_per_fs: PositiveFloat | None = None  # Langevin only; None = 0.01 per fs
+    # Nosé–Hoover chain / MTK time constants; None = ASE's advice, 100 × / 1000 × timestep_fs
+    thermostat_damping_fs: PositiveFloat | None = None
+    barostat_damping_fs: PositiveFloat | None = None
+    # sampled frames are streamed to the store in parts of this many frames
+    samples_per_part: PositiveInt = 10
     seed: int = 1
 
+    @field_validator("ensemble")
+    @classmethod
+    def _canonical_ensemble(cls, v: str) -> str:
+        return ENSEMBLE_ALIASES.get(v, v)
+
     @model_validator(mode="after")
-    def _pressures_need_npt(self) -> MDGroup:
-        if self.ensemble == "npt" and not self.pressures_GPa:
-            raise ValueError("ensemble 'npt' needs pressures_GPa (a non-empty list)")
-        if self.ensemble == "nvt" and self.pressures_GPa:
-            raise ValueError("pressures_GPa given but ensemble is 'nvt' (use 'npt')")
+    def _ensemble_fields_consistent(self) -> MDGroup:
+        npt = self.ensemble in NPT_ENSEMBLES
+        if npt and not self.pressures_GPa:
+            raise ValueError(f"ensemble {self.ensemble!r} needs pressures_GPa (a non-empty list)")
+        if not npt and self.pressures_GPa:
+            raise ValueError(f"pressures_GPa given but ensemble is {self.ensemble!r} "
+                             f"(pressures need one of {list(NPT_ENSEMBLES)})")
+        # None-defaults (not model_fields_set) so a dumped config validates again
+        if self.friction_per_fs is not None and self.ensemble != "nvt":
+            raise ValueError(f"friction_per_fs is the Langevin friction; ensemble "
+                             f"{self.ensemble!r} uses thermostat_damping_fs instead")
+        if self.thermostat_damping_fs is not None and self.ensemble == "nvt":
+            raise ValueError("thermostat_damping_fs is for Nosé–Hoover ensembles "
+                             "(nvt-nhc, npt, npt-aniso); Langevin 'nvt' uses friction_per_fs")
+        if self.barostat_damping_fs is not None and not npt:
+            raise ValueError(f"barostat_damping_fs given but ensemble {self.ensemble!r} has "
+                             f"no barostat (use one of {list(NPT_ENSEMBLES)})")
         if self.sample_every > self.steps:
-            raise ValueError("sample_every must not exceed steps")
+            raise ValueError(f"sample_every ({self.sample_every}) must not exceed steps "
+                             f"({self.steps}): the trajectory would yield no frame")
         return self
 
 
@@ -164,23 +308,53 @@ class FilterSpec(Strict):
 
 
 class SelectSpec(Strict):
+    """Which explored frames go to DFT; trade-offs of each knob in pfd.select.entropy."""
+
     method: Literal["entropy", "random"] = "entropy"
     n_frames: PositiveInt = 10
     cutoff_A: PositiveFloat = 5.0
-    k_neighbours: PositiveInt = 32
+    k_neighbours: Annotated[int, Field(ge=2)] = 32
+    bandwidth: PositiveFloat = 0.015  # QUESTS kernel width h, descriptor units (1/Å)
+    chunk_size: PositiveInt = 1  # frames per greedy round; 1 = exact greedy
+    precision: Literal["float32", "float64"] = "float32"  # float64 = exact kernel sums
+    species_aware: bool = True  # False pools all elements (PFD-kit); for comparison only
     seed: int = 1
 
 
+class FrameRatioRule(Strict):
+    """The paper's rule: enough frames of D_i are individually good.
+
+    A frame is good when |energy error| < ``max_energy_error_meV_atom`` AND its force RMSE
+    < ``max_force_rmse_eV_A``; the rule holds when good frames / all frames ≥
+    ``min_fraction``. Defaults are the paper's (80 %, 1 meV/atom, 50 meV/Å). It judges the
+    worst regions, which a set-wide RMSE averages away.
+    """
+
+    min_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
+    max_energy_error_meV_atom: PositiveFloat | None = 1.0
+    max_force_rmse_eV_A: PositiveFloat | None = 0.05
+
+    @model_validator(mode="after")
+    def _some_threshold(self) -> FrameRatioRule:
+        if self.max_energy_error_meV_atom is None and self.max_force_rmse_eV_A is None:
+            raise ValueError("set at least one of max_energy_error_meV_atom, "
+                             "max_force_rmse_eV_A")
+        return self
+
+
 class ConvergeSpec(Strict):
-    """Criteria combine with AND; at least one must be set."""
+    """Criteria combine with AND; at least one must be set (null switches one off)."""
 
     force_rmse_eV_A: PositiveFloat | None = 0.06
     energy_rmse_meV_atom: PositiveFloat | None = None
+    frame_ratio: FrameRatioRule | None = None
 
     @model_validator(mode="after")
     def _some_criterion(self) -> ConvergeSpec:
-        if self.force_rmse_eV_A is None and self.energy_rmse_meV_atom is None:
-            raise ValueError("set at least one of force_rmse_eV_A, energy_rmse_meV_atom")
+        if (self.force_rmse_eV_A is None and self.energy_rmse_meV_atom is None
+                and self.frame_ratio is None):
+            raise ValueError("set at least one of force_rmse_eV_A, energy_rmse_meV_atom, "
+                             "frame_ratio")
         return self
 
 
@@ -200,10 +374,74 @@ class DistillSpec(Strict):
     student: StudentSpec = StudentSpec()
 
 
+_WALLTIME = {"slurm": re.compile(r"^(\d+-)?\d+:\d{2}:\d{2}$"),
+             "pbs": re.compile(r"^\d+:\d{2}:\d{2}$")}
+
+
+class JobQueueSpec(Strict):
+    """A dask-jobqueue cluster: each batch job runs ``processes`` workers of
+    cores / processes threads each.
+
+    ``processes`` defaults to ``cores`` (single-threaded workers) because oversubscribed
+    BLAS/torch threads made DeePMD 12× and CP2K 5× slower here (DESIGN.md); parallelism
+    comes from more worker processes.
+    """
+
+    kind: Literal["slurm", "pbs"]
+    cores: PositiveInt                      # per job
+    memory: str                             # per job, e.g. "16GB" or "64GiB"
+    processes: PositiveInt | None = None    # workers per job; None = cores
+    walltime: str = "01:00:00"              # slurm [D-]HH:MM:SS, pbs HH:MM:SS
+    queue: str | None = None                # slurm partition / pbs queue
+    account: str | None = None
+    n_jobs: PositiveInt = 1
+    job_extra_directives: list[str] = Field(default_factory=list)
+    job_script_prologue: list[str] = Field(default_factory=list)  # e.g. module load, venv
+    interface: str | None = None            # network interface of workers, e.g. "ib0"
+    local_directory: str | None = None      # worker scratch on the node
+    log_directory: str | None = None
+    python: str | None = None               # worker python; default: this interpreter
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_is_size(cls, v: str) -> str:
+        from dask.utils import parse_bytes
+
+        try:
+            if parse_bytes(v) <= 0:
+                raise ValueError
+        except (ValueError, TypeError):
+            raise ValueError(f"memory {v!r} is not a size like '16GB' or '64GiB'") from None
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobQueueSpec:
+        if not _WALLTIME[self.kind].match(self.walltime):
+            allowed = "[D-]HH:MM:SS" if self.kind == "slurm" else "HH:MM:SS"
+            raise ValueError(f"walltime {self.walltime!r} is not {allowed} for {self.kind}")
+        if self.processes is not None and (self.processes > self.cores
+                                           or self.cores % self.processes):
+            raise ValueError(f"processes ({self.processes}) must divide cores ({self.cores})")
+        return self
+
+
 class ClusterSpec(Strict):
+    """Where fan-out work runs: a LocalCluster (default), a scheduler address, or jobqueue.
+
+    n_workers / threads_per_worker size the LocalCluster only.
+    """
+
     n_workers: PositiveInt = 2
     threads_per_worker: PositiveInt = 1
     address: str | None = None
+    jobqueue: JobQueueSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ClusterSpec:
+        if self.address is not None and self.jobqueue is not None:
+            raise ValueError("give either address (an existing scheduler) or jobqueue "
+                             "(start one on SLURM/PBS), not both")
+        return self
 
 
 # --------------------------------------------------------------------------- the run
@@ -313,10 +551,9 @@ def check_environment(cfg: PFDConfig) -> None:
     structures = load_structures(cfg)
     elements = sorted({el for frames in structures.values() for a in frames
                        for el in a.get_chemical_symbols()})
-    if cfg.labeller.engine == "qe":
-        from pfd.label.qe import resolve_pseudopotentials
+    from pfd.label.registry import LabellerConfigError, check_labeller
 
-        try:
-            resolve_pseudopotentials(elements, cfg.labeller.qe)
-        except (FileNotFoundError, KeyError) as err:
-            raise ConfigError(f"labeller.qe.pseudopotentials: {err}") from None
+    try:
+        check_labeller(cfg.labeller, elements)
+    except LabellerConfigError as err:
+        raise ConfigError(f"labeller.{err.field}: {err}") from None

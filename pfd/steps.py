@@ -25,9 +25,11 @@ from ase import Atoms
 
 from pfd import frames as fr
 from pfd.config import MDGroup, PFDConfig, StageSpec
-from pfd.explore.md import TrajectorySpec, run_md
+from pfd.explore.md import TrajectorySpec
+from pfd.explore.stream import frame_keys, record_key, run_streamed
+from pfd.label.base import Labeller, LabelResult
 from pfd.label.cache import label_frames
-from pfd.label.qe import QELabeller
+from pfd.label.registry import make_labeller as labeller_from_spec
 from pfd.metrics import Metrics, converged, evaluate
 from pfd.models.registry import MODEL_JSON
 from pfd.perturb import perturb
@@ -75,10 +77,34 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def make_labeller(cfg: PFDConfig) -> QELabeller:
+def make_labeller(cfg: PFDConfig) -> Labeller:
+    """The configured engine (``labeller.engine``) for every element of the run."""
     structures = load_structures(cfg)
     elements = tuple(fr.species(a for fs in structures.values() for a in fs))
-    return QELabeller(cfg.labeller.qe, elements=elements)
+    return labeller_from_spec(cfg.labeller, elements)
+
+
+class LabellingStopped(RuntimeError):
+    """Too many frames failed: a systematic problem (settings, pseudopotentials, a broken
+    engine), not bad luck. Everything labelled so far is already in the label cache."""
+
+
+def check_failure_fraction(cfg: PFDConfig, res: LabelResult, n_frames: int,
+                           failed_key: str) -> None:
+    limit = cfg.labeller.max_failure_fraction
+    n_failed = len(res.failed)
+    if n_frames == 0 or n_failed / n_frames <= limit:
+        return
+    reasons: dict[str, int] = {}
+    for f in res.failed:
+        reasons[f.reason] = reasons.get(f.reason, 0) + 1
+    top = "; ".join(f"{n}x {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])[:3])
+    raise LabellingStopped(
+        f"labelling stopped: {n_failed} of {n_frames} frames failed "
+        f"({n_failed / n_frames:.0%} > labeller.max_failure_fraction={limit:.0%}). "
+        f"Most common: {top}. Every failure (reason, output tail, kept scratch directory) is "
+        f"in {failed_key}; the {len(res.labelled)} labels already computed are in the "
+        "store's label cache and will not be paid for again when you rerun.")
 
 
 # --------------------------------------------------------------------------- models in the store
@@ -158,16 +184,18 @@ def init_dataset(ctx: RunContext, map_fn: MapFn = serial_map) -> dict[str, Any]:
     p = cfg.init.perturb
     base = [a for name in cfg.init.structures for a in structures[name]]
     frames = perturb(base, p.n_per_structure, p.atom_displacement_A, p.cell_strain,
-                     p.displacement_style, p.seed, p.include_unperturbed)
+                     p.displacement_style, p.seed, p.include_unperturbed,
+                     atom_fraction=p.atom_fraction, supercell=p.supercell)
     store.put_frames(ctx.key("init", "perturbed.extxyz"), frames)
     res = label_frames(make_labeller(cfg), frames, ctx.store_url, map_fn,
-                       scratch=str(ctx.workdir))
+                       scratch=str(ctx.workdir), keep_scratch=cfg.labeller.keep_scratch)
+    store.put_json(ctx.key("init", "failed.json"), [f.to_dict() for f in res.failed])
+    check_failure_fraction(cfg, res, len(frames), ctx.key("init", "failed.json"))
     if not res.labelled:
         raise RuntimeError("no initial frame could be labelled; see "
                            f"{ctx.key('init', 'failed.json')}")
     data_key = ctx.key("init", "labelled.extxyz")
     store.put_frames(data_key, res.labelled)
-    store.put_json(ctx.key("init", "failed.json"), [f.to_dict() for f in res.failed])
     record = {"dataset": data_key, "n_perturbed": len(frames), "labelled": len(res.labelled),
               "failed": len(res.failed), "dft_computed": res.computed, "dft_cached": res.cached}
     store.put_json(rec_key, record)
@@ -232,6 +260,9 @@ def plan_trajectories(cfg: PFDConfig, groups: list[MDGroup], tag: str) -> list[
                             traj_id=tid, structure=name, temperature_K=t, pressure_GPa=p,
                             ensemble=g.ensemble, steps=g.steps, timestep_fs=g.timestep_fs,
                             sample_every=g.sample_every, friction_per_fs=g.friction_per_fs,
+                            thermostat_damping_fs=g.thermostat_damping_fs,
+                            barostat_damping_fs=g.barostat_damping_fs,
+                            samples_per_part=g.samples_per_part,
                             seed=(g.seed * 1_000_003 + salt + len(plan)) % 2**31)
                         plan.append((spec, atoms))
     return plan
@@ -239,32 +270,28 @@ def plan_trajectories(cfg: PFDConfig, groups: list[MDGroup], tag: str) -> list[
 
 def run_trajectory(store_url: str, model_key: str, spec: TrajectorySpec, atoms: Atoms,
                    out_prefix: str, cache_root: str) -> dict[str, Any]:
-    """One trajectory on a worker; frames are in the store before the record is."""
+    """One trajectory on a worker, streamed in parts; a rerun continues a killed one."""
     _pin_threads(1)
     store = open_store(store_url)
     calc = _cached_calculator(store_url, model_key, cache_root, 1)
-    result = run_md(atoms, calc, spec)
-    store.put_frames(f"{out_prefix}/{spec.traj_id}.extxyz", result.frames)
-    record = result.record()
-    store.put_json(f"{out_prefix}/{spec.traj_id}.json", record)
-    return record
+    return run_streamed(store, out_prefix, atoms, calc, spec, context=model_key)
 
 
 def explore(ctx: RunContext, model_key: str, groups: list[MDGroup], out_prefix: str,
             map_fn: MapFn = serial_map) -> dict[str, Any]:
     store = ctx.store
     plan = plan_trajectories(ctx.cfg, groups, out_prefix)
-    todo = [(s, a) for s, a in plan if not store.exists(f"{out_prefix}/{s.traj_id}.json")]
+    todo = [(s, a) for s, a in plan if not store.exists(record_key(out_prefix, s.traj_id))]
     if todo:
         n = len(todo)
         list(map_fn(run_trajectory, [ctx.store_url] * n, [model_key] * n,
                     [s for s, _ in todo], [a for _, a in todo], [out_prefix] * n,
                     [str(ctx.workdir)] * n))
-    records = [store.get_json(f"{out_prefix}/{s.traj_id}.json") for s, _ in plan]
+    records = [store.get_json(record_key(out_prefix, s.traj_id)) for s, _ in plan]
     return {"trajectories": len(plan), "ran": len(todo),
             "frames": sum(int(r["n_frames"]) for r in records),
             "stopped_early": {r["traj_id"]: r["stopped"] for r in records if r["stopped"]},
-            "keys": [f"{out_prefix}/{s.traj_id}.extxyz" for s, _ in plan]}
+            "keys": [k for r in records for k in frame_keys(r, out_prefix)]}
 
 
 # --------------------------------------------------------------------------- select + label
@@ -292,10 +319,11 @@ def label_set(ctx: RunContext, frames_key: str, out_prefix: str,
         return store.get_json(rec_key)
     frames = store.get_frames(frames_key)
     res = label_frames(make_labeller(ctx.cfg), frames, ctx.store_url, map_fn,
-                       scratch=str(ctx.workdir))
+                       scratch=str(ctx.workdir), keep_scratch=ctx.cfg.labeller.keep_scratch)
+    store.put_json(f"{out_prefix}/failed.json", [f.to_dict() for f in res.failed])
+    check_failure_fraction(ctx.cfg, res, len(frames), f"{out_prefix}/failed.json")
     data_key = f"{out_prefix}/labelled.extxyz"
     store.put_frames(data_key, res.labelled)
-    store.put_json(f"{out_prefix}/failed.json", [f.to_dict() for f in res.failed])
     record = {"dataset": data_key, "labelled": len(res.labelled), "failed": len(res.failed),
               "failures": [f.to_dict() for f in res.failed],
               "dft_computed": res.computed, "dft_cached": res.cached}
@@ -325,7 +353,8 @@ def is_converged(test_record: dict[str, Any], stage: StageSpec) -> bool:
                 energy_mae_meV_atom=float(test_record["energy_mae_meV_atom"]),
                 force_rmse_eV_A=float(test_record["force_rmse_eV_A"]),
                 force_mae_eV_A=float(test_record["force_mae_eV_A"]),
-                stress_rmse_GPa=test_record.get("stress_rmse_GPa"))
+                stress_rmse_GPa=test_record.get("stress_rmse_GPa"),
+                per_frame=list(test_record.get("per_frame") or []))
     return converged(m, stage.converge)
 
 
@@ -384,7 +413,9 @@ def train_student(ctx: RunContext, synthetic: dict[str, Any]) -> dict[str, Any]:
     settings = deepmd.StudentSettings(
         descriptor=s.descriptor, rcut_A=s.rcut_A, rcut_smth_A=s.rcut_smth_A,
         descriptor_neuron=list(s.descriptor_neuron), fitting_neuron=list(s.fitting_neuron),
-        steps=s.steps, start_lr=s.start_lr, stop_lr=s.stop_lr, seed=s.seed)
+        steps=s.steps, start_lr=s.start_lr, stop_lr=s.stop_lr, seed=s.seed,
+        start_pref_e=s.start_pref_e, limit_pref_e=s.limit_pref_e,
+        start_pref_f=s.start_pref_f, limit_pref_f=s.limit_pref_f)
     workdir = ctx.workdir / "student"
     model_dir = deepmd.train_student(train, valid, workdir, settings)
     upload_model(store, key, model_dir)

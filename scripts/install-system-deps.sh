@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
-# System packages pfd needs: Quantum ESPRESSO's pw.x and its pseudopotentials (Debian).
+# System packages pfd needs (Debian): Quantum ESPRESSO's pw.x and its pseudopotentials,
+# CP2K (cp2k.psmp) and its basis-set/pseudopotential data.
 # Installs them when missing and running as root; otherwise says exactly what to run.
 set -euo pipefail
 need=()
 command -v pw.x >/dev/null 2>&1 || need+=(quantum-espresso)
 [ -d /usr/share/espresso/pseudo ] || need+=(quantum-espresso-data)
+command -v cp2k.psmp >/dev/null 2>&1 || need+=(cp2k)
+[ -f /usr/share/cp2k/BASIS_MOLOPT ] || need+=(cp2k-data)
 if [ ${#need[@]} -eq 0 ]; then
-  echo "system deps: pw.x and pseudopotentials present"
+  echo "system deps: pw.x, cp2k and their data present"
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "pfd needs these Debian packages: ${need[*]}" >&2
   echo "install them with:  sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
-  echo "(or point labeller.qe.command / labeller.qe.pseudo_dir at your own QE build)" >&2
+  echo "(or point labeller.qe.command / labeller.qe.pseudo_dir, labeller.cp2k.command /" >&2
+  echo " labeller.cp2k.data_dir at your own builds)" >&2
   exit 1
 fi
 echo "system deps: installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+apt-get install -y -qq "${need[@]}" >/dev/null
 command -v pw.x >/dev/null
+command -v cp2k.psmp >/dev/null
 echo "system deps: installed ${need[*]}"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pfd.config import ClusterSpec
+from pfd.config import ClusterSpec, JobQueueSpec
 
 _client: Any = None
 
@@ -22,6 +22,30 @@ _client: Any = None
 # DeePMD 12x and CP2K 5x slower (DESIGN.md, measured).
 _WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "DP_INTRA_OP_PARALLELISM_THREADS": "1", "DP_INTER_OP_PARALLELISM_THREADS": "1"}
+
+
+def build_jobqueue_cluster(spec: JobQueueSpec) -> Any:
+    """A SLURMCluster/PBSCluster for ``spec``, with no job submitted yet.
+
+    Its scheduler runs in this process; jobs start only on ``scale``. Returned unscaled
+    so ``cluster.job_script()`` can be inspected (and tested) without a batch system.
+    BLAS/OpenMP are pinned to one thread in every job, as on the LocalCluster.
+    """
+    import sys
+
+    from dask_jobqueue import PBSCluster, SLURMCluster
+
+    cls = {"slurm": SLURMCluster, "pbs": PBSCluster}[spec.kind]
+    prologue = [f"export {k}={v}" for k, v in _WORKER_ENV.items()]
+    return cls(
+        cores=spec.cores, memory=spec.memory, processes=spec.processes or spec.cores,
+        walltime=spec.walltime, queue=spec.queue, account=spec.account,
+        job_extra_directives=list(spec.job_extra_directives),
+        job_script_prologue=prologue + list(spec.job_script_prologue),
+        interface=spec.interface, local_directory=spec.local_directory,
+        log_directory=spec.log_directory, python=spec.python or sys.executable,
+        job_name="pfd-worker", scheduler_options={"dashboard_address": ":0"},
+        silence_logs=logging.WARNING)
 
 
 @contextmanager
@@ -32,6 +56,10 @@ def dask_cluster(spec: ClusterSpec) -> Iterator[Any]:
     if spec.address:
         client = Client(spec.address)
         cluster = None
+    elif spec.jobqueue is not None:
+        cluster = build_jobqueue_cluster(spec.jobqueue)
+        cluster.scale(jobs=spec.jobqueue.n_jobs)
+        client = Client(cluster)
     else:
         cluster = LocalCluster(n_workers=spec.n_workers, threads_per_worker=spec.threads_per_worker,
                                processes=True, dashboard_address=None,

@@ -200,3 +200,34 @@ def test_finished_run_is_noop(run: dict[str, Any]) -> None:
         k for k in before["keys"] if k.startswith("runs/tiny/models/")}
     assert run["noop_s"] < run["resumed_s"]
     assert "run tiny completed" in run["noop_stdout"]
+
+
+_READ_ARTIFACTS = """
+import json
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+keys = ["pfd-tiny-iterations", "pfd-tiny-report", "pfd-tiny-progress"]
+with get_client(sync_client=True) as c:
+    arts = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+arts = sorted(arts, key=lambda a: a.updated, reverse=True)  # newest first
+print(json.dumps([{"key": a.key, "type": a.type, "data": a.data} for a in arts], default=str))
+"""
+
+
+def test_prefect_artifacts_published(run: dict[str, Any]) -> None:
+    """The same table `pfd status` prints is a Prefect table artifact, plus report/progress."""
+    import json
+
+    out = subprocess.run([sys.executable, "-c", _READ_ARTIFACTS], env=run["env"],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    arts = json.loads(out.stdout.strip().splitlines()[-1])
+    latest: dict[str, Any] = {}
+    for a in arts:  # newest first
+        latest.setdefault(a["key"], a)
+    assert set(latest) == {"pfd-tiny-iterations", "pfd-tiny-report", "pfd-tiny-progress"}
+    table = json.loads(latest["pfd-tiny-iterations"]["data"])
+    assert [(r["stage"], r["iter"]) for r in table] == [("1", "0"), ("2", "0")]
+    assert latest["pfd-tiny-report"]["type"] == "markdown"
+    assert "## Distillation" in latest["pfd-tiny-report"]["data"]
+    assert float(latest["pfd-tiny-progress"]["data"]) == 100.0

@@ -32,7 +32,8 @@ def _si(seed: int) -> object:
 def _counting_command(tmp_path: Path, body: str = 'exec pw.x "$@"') -> tuple[str, Path]:
     log = tmp_path / "calls.log"
     script = tmp_path / "pw-counting.sh"
-    script.write_text(f"#!/usr/bin/env bash\necho call >> {log}\n{body}\n")
+    # only runs on an input count: the version probe (no arguments) is not a DFT run
+    script.write_text(f"#!/usr/bin/env bash\n[ \"$1\" = -in ] && echo call >> {log}\n{body}\n")
     script.chmod(0o755)
     return str(script), log
 
@@ -59,12 +60,32 @@ def test_qe_label_matches_pw_output(tmp_path: Path) -> None:
 
 def test_fingerprint_tracks_physics_only() -> None:
     a = QELabeller(QESpec(**FAST), elements=("Si",))
-    assert a.fingerprint() == QELabeller(QESpec(**FAST, threads=2, command="x"),
+    same_binary = str(shutil.which("pw.x"))
+    assert a.fingerprint() == QELabeller(QESpec(**FAST, threads=2, mpi_ranks=2, mixing_beta=0.2,
+                                                scf_fix_attempts=0, command=same_binary),
                                          elements=("Si",)).fingerprint()
     assert a.fingerprint() != QELabeller(QESpec(**{**FAST, "ecutwfc_Ry": 20.0}),
                                          elements=("Si",)).fingerprint()
     assert a.fingerprint() != QELabeller(QESpec(**{**FAST, "kspacing_invA": 0.5}),
                                          elements=("Si",)).fingerprint()
+
+
+def test_version_probe_leaves_no_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pfd.label.versions import qe_version
+
+    monkeypatch.chdir(tmp_path)
+    qe_version.cache_clear()
+    assert re.match(r"\d", qe_version("pw.x"))
+    assert list(tmp_path.iterdir()) == []  # pw.x writes CRASH on empty input: not here
+
+
+def test_fingerprint_tracks_code_version(tmp_path: Path) -> None:
+    other = tmp_path / "pw-other.x"
+    other.write_text("#!/bin/sh\necho '     Program PWSCF v.9.9 starts on 1Jan2030'\n")
+    other.chmod(0o755)
+    a = QELabeller(QESpec(**FAST), elements=("Si",))
+    b = QELabeller(QESpec(**FAST, command=str(other)), elements=("Si",))
+    assert a.fingerprint() != b.fingerprint()
 
 
 def test_cache_never_pays_twice(tmp_path: Path) -> None:
@@ -86,13 +107,24 @@ def test_unconverged_scf_is_retried_then_cached_as_failure(tmp_path: Path) -> No
     cmd, log = _counting_command(tmp_path)
     lab = QELabeller(QESpec(**{**FAST, "electron_maxstep": 1}, command=cmd), elements=("Si",))
     store = LocalStore(tmp_path / "store")
-    res = label_frames(lab, [_si(4)], store.url)
+    res = label_frames(lab, [_si(4)], store.url, scratch=str(tmp_path / "scratch"))
     assert res.labelled == [] and len(res.failed) == 1
-    assert "SCF not converged" in res.failed[0].reason
-    assert _calls(log) == 2  # original + one gentler-mixing retry
+    fail = res.failed[0]
+    assert "SCF not converged" in fail.reason
+    assert _calls(log) == 1 + lab.spec.scf_fix_attempts  # original + gentler-mixing retries
+    # every correction custodian applied is in the failure record ...
+    assert [c["handler"] for c in fail.corrections] == ["PwScfHandler"] * 2
+    betas = [c["actions"][0]["action"]["_set"]["electrons"]["mixing_beta"]
+             for c in fail.corrections]
+    assert betas == [0.25, 0.125]
+    # ... and the failed frame's directory is kept, holding the last corrected input
+    assert fail.workdir is not None
+    assert "mixing_beta = 0.125" in (Path(fail.workdir) / "pw.in").read_text()
+    assert "convergence NOT achieved" in fail.tail
     assert store.exists(failure_key(lab.fingerprint(), fr.frame_hash(_si(4))))
     again = label_frames(lab, [_si(4)], store.url)
-    assert len(again.failed) == 1 and _calls(log) == 2  # known failure: not paid again
+    assert len(again.failed) == 1 and _calls(log) == 3  # known failure: not paid again
+    assert again.failed[0].reason == fail.reason
 
 
 def test_transient_crash_is_retried_and_not_cached(tmp_path: Path) -> None:
@@ -101,7 +133,8 @@ def test_transient_crash_is_retried_and_not_cached(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     res = label_frames(lab, [_si(5)], store.url)
     assert len(res.failed) == 1 and "exit 1" in res.failed[0].reason
-    assert _calls(log) == 3
+    assert "MPI_Init failed" in res.failed[0].reason + res.failed[0].tail
+    assert _calls(log) == 1 + lab.spec.crash_retries
     assert not store.exists(failure_key(lab.fingerprint(), fr.frame_hash(_si(5))))
 
 

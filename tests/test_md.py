@@ -51,7 +51,7 @@ def test_blowup_detected_and_reported() -> None:
     atoms.positions[1] = atoms.positions[0] + [0.3, 0, 0]
     atoms.calc = calc
     spec = TrajectorySpec(traj_id="b", structure="ar", temperature_K=60)
-    reason = blowup_reason(atoms, spec, atoms.get_volume())
+    reason = blowup_reason(atoms, spec.limits(), atoms.cell.array)
     assert reason is not None and reason.startswith("atoms too close (0.30 Å")
     res = run_md(atoms, calc, TrajectorySpec(traj_id="b", structure="ar", temperature_K=60,
                                              steps=50, sample_every=5))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from ase.build import bulk
 
 from pfd.perturb import perturb
@@ -40,3 +41,50 @@ def test_const_style_and_no_original() -> None:
         frac = np.linalg.solve(si.cell.array.T, disp.T).T
         disp = (frac - np.round(frac)) @ si.cell.array
         np.testing.assert_allclose(np.linalg.norm(disp, axis=1), 0.2, rtol=1e-9)
+
+
+def test_defaults_reproduce_frames_from_before_the_new_options() -> None:
+    """Label-cache hits of existing runs depend on the default random stream not moving."""
+    from pfd.frames import frame_hash
+
+    si = bulk("Si", "diamond", a=5.43, cubic=True)
+    # hashes produced by the code before atom_fraction/supercell existed
+    assert [frame_hash(a)[:16] for a in perturb([si], 2, 0.1, 0.03, "uniform", seed=7)] == [
+        "28a3eae166b22850", "7ef8914fc6af0416", "1d90141e9add3946"]
+    assert [frame_hash(a)[:16] for a in perturb([si], 1, 0.1, 0.03, "normal", seed=3)] == [
+        "28a3eae166b22850", "35331790cad193b4"]
+
+
+def test_atom_fraction_moves_only_that_many_atoms_reproducibly() -> None:
+    si = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 1, 1))  # 16 atoms
+    out = perturb([si], 6, 0.2, 0.0, "const", seed=11, include_unperturbed=False,
+                  atom_fraction=0.25)
+    again = perturb([si], 6, 0.2, 0.0, "const", seed=11, include_unperturbed=False,
+                    atom_fraction=0.25)
+    moved_sets = set()
+    for p, q in zip(out, again, strict=True):
+        np.testing.assert_array_equal(p.positions, q.positions)
+        disp = p.positions - si.positions
+        frac = np.linalg.solve(si.cell.array.T, disp.T).T
+        disp = (frac - np.round(frac)) @ si.cell.array
+        moved = np.flatnonzero(np.linalg.norm(disp, axis=1) > 1e-9)
+        assert len(moved) == 4  # 25 % of 16
+        np.testing.assert_allclose(np.linalg.norm(disp[moved], axis=1), 0.2, rtol=1e-9)
+        moved_sets.add(tuple(moved))
+    assert len(moved_sets) > 1  # a different subset per copy
+    # a tiny fraction still moves one atom
+    one = perturb([si], 1, 0.2, 0.0, "const", seed=1, include_unperturbed=False,
+                  atom_fraction=0.01)[0]
+    assert np.sum(np.linalg.norm(one.positions - si.positions, axis=1) > 1e-9) == 1
+
+
+def test_supercell_applies_to_reference_and_copies() -> None:
+    si = bulk("Si", "diamond", a=5.43, cubic=True)
+    out = perturb([si], 2, 0.1, 0.02, "uniform", seed=2, supercell=(2, 1, 3))
+    assert [len(a) for a in out] == [48, 48, 48]
+    np.testing.assert_allclose(out[0].cell.lengths(), [10.86, 5.43, 16.29])
+    for p in out[1:]:
+        strain = np.linalg.solve(out[0].cell.array, p.cell.array) - np.eye(3)
+        assert 0 < np.abs(strain).max() <= 0.02 + 1e-12
+    with pytest.raises(ValueError, match="supercell"):
+        perturb([si], 1, 0.1, 0.0, supercell=(0, 1, 1))

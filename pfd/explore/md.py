@@ -2,7 +2,9 @@
 
 A trajectory is the unit of parallel work: independent, seeded, and reporting *why*
 it stopped early, because an exploding trajectory is information about the model
-(it has not seen that region), not an error to hide.
+(it has not seen that region), not an error to hide. Sampled frames leave in parts
+together with a checkpoint (``on_part``), so a trajectory killed with its worker can
+be continued exactly from its last part (``resume``); see ``pfd.explore.stream``.
 """
 
 from __future__ import annotations
@@ -10,18 +12,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.calculators.calculator import Calculator
-from ase.md.langevin import Langevin
-from ase.md.nose_hoover_chain import IsotropicMTKNPT
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
+from pfd.explore.blowup import BlowupLimits, blowup_reason
+from pfd.explore.integrators import (
+    ENSEMBLES,
+    NPT_ENSEMBLES,
+    integrator_state,
+    make_integrator,
+    restore_integrator_state,
+)
 from pfd.frames import attach_labels
 
-GPA_TO_EV_A3 = units.GPa
+__all__ = ["MDState", "TrajectoryResult", "TrajectorySpec", "blowup_reason", "run_md"]
 
 
 @dataclass(frozen=True)
@@ -30,88 +38,150 @@ class TrajectorySpec:
     structure: str
     temperature_K: float
     pressure_GPa: float | None = None
-    ensemble: Literal["nvt", "npt"] = "nvt"
+    ensemble: str = "nvt"  # one of ENSEMBLES
     steps: int = 200
     timestep_fs: float = 1.0
     sample_every: int = 10
-    friction_per_fs: float = 0.01
+    friction_per_fs: float | None = None  # Langevin; None = 0.01 per fs
+    thermostat_damping_fs: float | None = None  # Nosé–Hoover; None = 100 × timestep
+    barostat_damping_fs: float | None = None  # MTK; None = 1000 × timestep
+    samples_per_part: int = 10
     seed: int = 1
-    # blow-up limits
+    # blow-up limits (see pfd.explore.blowup)
     max_temperature_factor: float = 5.0
     min_distance_A: float = 0.5
     max_volume_ratio: float = 2.0
+    max_cell_length_ratio: float = 1.5
+    max_cell_angle_change_deg: float = 25.0
+
+    def __post_init__(self) -> None:
+        if self.ensemble not in ENSEMBLES:
+            raise ValueError(f"TrajectorySpec.ensemble: {self.ensemble!r} unknown "
+                             f"(allowed: {', '.join(ENSEMBLES)})")
+        if (self.ensemble in NPT_ENSEMBLES) != (self.pressure_GPa is not None):
+            raise ValueError(f"TrajectorySpec.pressure_GPa: required for "
+                             f"{' and '.join(NPT_ENSEMBLES)}, not allowed for "
+                             f"{self.ensemble!r} (got {self.pressure_GPa!r})")
+        for name in ("temperature_K", "timestep_fs", "friction_per_fs", "thermostat_damping_fs",
+                     "barostat_damping_fs", "steps", "sample_every", "samples_per_part"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"TrajectorySpec.{name}: must be > 0, got "
+                                 f"{getattr(self, name)!r}")
+        if self.sample_every > self.steps:
+            raise ValueError(f"TrajectorySpec.sample_every ({self.sample_every}) must not "
+                             f"exceed steps ({self.steps})")
+
+    def limits(self) -> BlowupLimits:
+        return BlowupLimits(
+            temperature_K=self.temperature_K, max_temperature_factor=self.max_temperature_factor,
+            min_distance_A=self.min_distance_A, max_volume_ratio=self.max_volume_ratio,
+            max_cell_length_ratio=self.max_cell_length_ratio,
+            max_cell_angle_change_deg=self.max_cell_angle_change_deg)
+
+
+@dataclass
+class MDState:
+    """Everything needed to continue a trajectory exactly after ``step`` (JSON-ready)."""
+
+    step: int
+    n_frames: int  # frames sampled up to and including ``step``
+    positions: list[list[float]]
+    momenta: list[list[float]]
+    cell: list[list[float]]
+    integrator: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MDState:
+        return cls(**d)
 
 
 @dataclass
 class TrajectoryResult:
     traj_id: str
-    frames: list[Atoms] = field(default_factory=list)
+    frames: list[Atoms] = field(default_factory=list)  # sampled by this call
     steps_done: int = 0
     stopped: str | None = None
     wall_s: float = 0.0
+    resumed_from_step: int = 0
+    frames_before: int = 0  # sampled before the resume point
 
     def record(self) -> dict[str, object]:
         d = asdict(self)
         d.pop("frames")
-        d["n_frames"] = len(self.frames)
+        d.pop("frames_before")
+        d["n_frames"] = self.frames_before + len(self.frames)
         return d
 
 
-def blowup_reason(atoms: Atoms, spec: TrajectorySpec, volume0: float) -> str | None:
-    """Why this configuration is unphysical, or None. Checked at every sample."""
-    forces = atoms.get_forces()
-    if not np.all(np.isfinite(forces)):
-        return "non-finite forces"
-    t = atoms.get_temperature()
-    t_max = spec.max_temperature_factor * spec.temperature_K + 500.0
-    if t > t_max:
-        return f"temperature runaway ({t:.0f} K > {t_max:.0f} K)"
-    if len(atoms) > 1:
-        d = atoms.get_all_distances(mic=True)
-        dmin = float(d[np.triu_indices(len(atoms), 1)].min())
-        if dmin < spec.min_distance_A:
-            return f"atoms too close ({dmin:.2f} Å < {spec.min_distance_A} Å)"
-    ratio = atoms.get_volume() / volume0
-    if not (1 / spec.max_volume_ratio < ratio < spec.max_volume_ratio):
-        return f"cell volume changed by factor {ratio:.2f}"
-    return None
+PartFn = Callable[[list[Atoms], MDState], None]
 
 
-def _integrator(atoms: Atoms, spec: TrajectorySpec, rng: np.random.Generator):  # noqa: ANN202
-    dt = spec.timestep_fs * units.fs
-    if spec.ensemble == "nvt":
-        return Langevin(atoms, dt, temperature_K=spec.temperature_K,
-                        friction=spec.friction_per_fs / units.fs, rng=rng, fixcm=False)
-    assert spec.pressure_GPa is not None
-    return IsotropicMTKNPT(atoms, dt, temperature_K=spec.temperature_K,
-                           pressure_au=spec.pressure_GPa * GPA_TO_EV_A3,
-                           tdamp=100 * dt, pdamp=1000 * dt)
-
-
-def run_md(atoms: Atoms, calc: Calculator, spec: TrajectorySpec,
-           on_sample: Callable[[Atoms], None] | None = None) -> TrajectoryResult:
-    """Run one trajectory; sampled frames carry the model's energy/forces/stress as labels.
-
-    Those labels are what the teacher "labels" during distillation, and what the
-    max-force pre-label filter reads, so no second model evaluation is needed.
-    """
-    t0 = time.perf_counter()
+def _start(atoms: Atoms, calc: Calculator, spec: TrajectorySpec,
+           resume: MDState | None) -> tuple[Atoms, Any]:
     work = atoms.copy()
     work.calc = calc
     rng = np.random.default_rng(spec.seed)
-    thermalize_momenta(work, temperature_K=spec.temperature_K, rng=rng)
-    Stationary(work)
-    dyn = _integrator(work, spec, rng)
-    volume0 = work.get_volume()
-    result = TrajectoryResult(traj_id=spec.traj_id)
-    for step in range(spec.sample_every, spec.steps + 1, spec.sample_every):
+    if resume is None:
+        thermalize_momenta(work, temperature_K=spec.temperature_K, rng=rng)
+        Stationary(work)
+    else:
+        work.set_cell(np.array(resume.cell), scale_atoms=False)
+        work.positions = np.array(resume.positions)
+        work.set_momenta(np.array(resume.momenta))
+    dyn = make_integrator(work, spec.ensemble, temperature_K=spec.temperature_K,
+                          timestep_fs=spec.timestep_fs, rng=rng, pressure_GPa=spec.pressure_GPa,
+                          friction_per_fs=spec.friction_per_fs,
+                          thermostat_damping_fs=spec.thermostat_damping_fs,
+                          barostat_damping_fs=spec.barostat_damping_fs)
+    if resume is not None:
+        restore_integrator_state(dyn, spec.ensemble, resume.integrator)
+        dyn.nsteps = resume.step
+    return work, dyn
+
+
+def run_md(atoms: Atoms, calc: Calculator, spec: TrajectorySpec,
+           on_sample: Callable[[Atoms], None] | None = None,
+           on_part: PartFn | None = None, resume: MDState | None = None) -> TrajectoryResult:
+    """Run (or continue from ``resume``) one trajectory of ``atoms``.
+
+    Sampled frames carry the model's energy/forces/stress as labels: that is what the
+    teacher "labels" during distillation, and what the max-force pre-label filter reads,
+    so no second model evaluation is needed. ``on_part(frames, state)`` receives every
+    ``samples_per_part`` frames and the state after the last of them, and the remainder
+    at the end. Blow-up limits compare with ``atoms``' cell, also when resuming.
+    """
+    if resume is not None and (resume.step % spec.sample_every or resume.step > spec.steps):
+        raise ValueError(f"resume.step {resume.step} is not a sampling step of this spec "
+                         f"(every {spec.sample_every} up to {spec.steps})")
+    t0 = time.perf_counter()
+    work, dyn = _start(atoms, calc, spec, resume)
+    limits, cell0 = spec.limits(), atoms.cell.array.copy()
+    first = resume.step if resume is not None else 0
+    result = TrajectoryResult(traj_id=spec.traj_id, steps_done=first, resumed_from_step=first,
+                              frames_before=resume.n_frames if resume is not None else 0)
+    part: list[Atoms] = []
+
+    def flush() -> None:
+        if on_part is not None and part:
+            state = MDState(step=result.steps_done,
+                            n_frames=result.frames_before + len(result.frames),
+                            positions=work.positions.tolist(),
+                            momenta=work.get_momenta().tolist(), cell=work.cell.array.tolist(),
+                            integrator=integrator_state(dyn, spec.ensemble))
+            on_part(list(part), state)
+        part.clear()
+
+    for step in range(first + spec.sample_every, spec.steps + 1, spec.sample_every):
         try:
             dyn.run(spec.sample_every)
         except Exception as err:  # a calculator crash mid-trajectory ends only this trajectory
             result.stopped = f"calculator error: {type(err).__name__}: {err}"
             break
         result.steps_done = step
-        reason = blowup_reason(work, spec, volume0)
+        reason = blowup_reason(work, limits, cell0)
         if reason is not None:
             result.stopped = f"{reason} at step {step}"
             break
@@ -123,7 +193,11 @@ def run_md(atoms: Atoms, calc: Calculator, spec: TrajectorySpec,
         if spec.pressure_GPa is not None:
             frame.info["pressure_GPa"] = spec.pressure_GPa
         result.frames.append(frame)
+        part.append(frame)
         if on_sample is not None:
             on_sample(frame)
+        if len(part) >= spec.samples_per_part:
+            flush()
+    flush()
     result.wall_s = round(time.perf_counter() - t0, 2)
     return result

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ase import Atoms
+
+# what a labeller writes into ``atoms.info``: the label's own record, which travels with it
+LABEL_INFO_KEYS = ("labeller", "engine_version", "label_corrections", "label_wall_s",
+                   "frame_hash")
 
 
 class LabelError(RuntimeError):
@@ -23,10 +27,15 @@ class LabelError(RuntimeError):
     full disk) are recorded for this iteration only and retried on the next run.
     """
 
-    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+    def __init__(self, reason: str, *, permanent: bool = False, tail: str = "",
+                 corrections: list[dict[str, Any]] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+        # the last lines of the engine's own output: what a user reads first to see why
+        self.tail = tail
+        # what custodian tried before giving up, so a failure never looks untried
+        self.corrections = list(corrections or [])
 
 
 @runtime_checkable
@@ -38,14 +47,27 @@ class Labeller(Protocol):
     def label(self, atoms: Atoms, workdir: Path) -> Atoms: ...
 
 
+@runtime_checkable
+class BatchLabeller(Labeller, Protocol):
+    """A labeller that pays a fixed cost per call (loading a model), so frames go in batches."""
+
+    batch_size: int
+
+    def label_batch(self, frames: list[Atoms], workdir: Path) -> list[Atoms | LabelError]: ...
+
+
 @dataclass
 class FailedFrame:
     frame_hash: str
     reason: str
     index: int
+    tail: str = ""
+    corrections: list[dict[str, Any]] = field(default_factory=list)
+    workdir: str | None = None  # scratch kept for inspection
 
     def to_dict(self) -> dict[str, object]:
-        return {"frame_hash": self.frame_hash, "reason": self.reason, "index": self.index}
+        return {"frame_hash": self.frame_hash, "reason": self.reason, "index": self.index,
+                "tail": self.tail, "corrections": self.corrections, "workdir": self.workdir}
 
 
 @dataclass

@@ -1,17 +1,15 @@
 """Quantum ESPRESSO ``pw.x`` labeller: energy, forces and stress for one periodic frame.
 
-pw.x runs serially here (one process per Dask worker, threads pinned) because many
-small cells in parallel beat one MPI job on a 2-core machine. An SCF that did not
-converge is never returned as a label: one retry with gentler mixing, then a recorded
-failure.
+pw.x runs under custodian (:mod:`pfd.label.qe_custodian`): an unconverged SCF gets gentler
+mixing and more steps, a crash is rerun, and neither ever becomes a label. pw.x runs
+serially by default (one process per Dask worker, threads pinned) because many small
+cells in parallel beat one MPI job on a small machine; ``mpi_ranks`` changes that.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,21 +21,29 @@ from ase.io.espresso import read_espresso_out, write_espresso_in
 
 from pfd.frames import attach_labels
 from pfd.label.base import LabelError
+from pfd.label.custodian_run import (
+    TimeoutHandler,
+    build_command,
+    corrections_info,
+    engine_env,
+    run_custodian,
+)
+from pfd.label.qe_custodian import (
+    PwCrashHandler,
+    PwJob,
+    PwOutputValidator,
+    PwScfHandler,
+    diagnose,
+)
+from pfd.label.versions import qe_version
 
 if TYPE_CHECKING:
     from pfd.config import QESpec
 
-_TRANSIENT_ATTEMPTS = 3
-# Debian's pw.x is linked to Open MPI; started without mpirun it forks an orted daemon,
-# and two starting at once on a worker pair can fail with "Unable to start a daemon".
-# Isolated singletons skip the daemon; running as root needs the two allow flags.
-_MPI_ENV = {"OMPI_MCA_ess_singleton_isolated": "1", "OMPI_ALLOW_RUN_AS_ROOT": "1",
-            "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_btl_vader_single_copy_mechanism":
-            "none"}
-
-
-class _NotConverged(LabelError):
-    """SCF hit electron_maxstep: fixable by gentler mixing, unlike other permanent errors."""
+# what changes the value of a label; run settings (command, threads, ranks, mixing, step
+# limits, retries) only change how it is reached, so a corrected run reuses the cache
+_PHYSICS_FIELDS = {"ecutwfc_Ry", "ecutrho_Ry", "kspacing_invA", "smearing", "degauss_Ry",
+                   "conv_thr_Ry"}
 
 
 def resolve_pseudopotentials(elements: list[str], spec: QESpec) -> dict[str, str]:
@@ -75,7 +81,7 @@ def resolve_pseudopotentials(elements: list[str], spec: QESpec) -> dict[str, str
 
 
 def _kpts(atoms: Atoms, kspacing_invA: float) -> tuple[int, int, int]:
-    """Monkhorst-Pack grid with spacing 2π·kspacing... in ASE's convention (Å⁻¹, with 2π)."""
+    """Monkhorst-Pack grid for a k-spacing in Å⁻¹ including 2π (ASE's and VASP's KSPACING)."""
     rec = atoms.cell.reciprocal() * 2 * np.pi
     n = [max(1, int(np.ceil(np.linalg.norm(rec[i]) / kspacing_invA))) for i in range(3)]
     return (n[0], n[1], n[2])
@@ -93,20 +99,16 @@ class QELabeller:
                 for el, f in pp.items()}
 
     def fingerprint(self) -> str:
-        """Hash of what changes the physics: cutoffs, k-spacing, smearing, pseudopotential files.
-
-        Mixing, step limits, threads and the command only change how a label is reached,
-        not its value, so they stay out: a retry with gentler mixing reuses the cache.
-        """
-        phys = self.spec.model_dump(mode="json", exclude={"command", "threads", "timeout_s",
-                                                           "mixing_beta", "electron_maxstep",
-                                                           "pseudo_dir", "pseudopotentials"})
+        """Hash of what changes the physics: code version, cutoffs, k-spacing, smearing,
+        convergence threshold and the pseudopotential files' contents."""
+        phys = self.spec.model_dump(mode="json", include=_PHYSICS_FIELDS)
         phys["engine"] = "qe-pw"
+        phys["version"] = qe_version(self.spec.command)
         phys["pseudopotentials_sha256"] = self._pseudo_hashes(sorted(self.elements))
         blob = json.dumps(phys, sort_keys=True)
         return "qe-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def _input_data(self, mixing_beta: float, maxstep: int) -> dict[str, dict[str, object]]:
+    def _input_data(self) -> dict[str, dict[str, object]]:
         s = self.spec
         system: dict[str, object] = {
             "ecutwfc": s.ecutwfc_Ry,
@@ -121,71 +123,48 @@ class QELabeller:
                         "pseudo_dir": str(s.pseudo_dir), "outdir": "./out",
                         "disk_io": "none", "prefix": "pfd"},
             "system": system,
-            "electrons": {"conv_thr": s.conv_thr_Ry * 1.0, "mixing_beta": mixing_beta,
-                          "electron_maxstep": maxstep},
+            "electrons": {"conv_thr": s.conv_thr_Ry * 1.0, "mixing_beta": s.mixing_beta,
+                          "electron_maxstep": s.electron_maxstep},
         }
-
-    def _run_once(self, atoms: Atoms, workdir: Path, mixing_beta: float, maxstep: int) -> Atoms:
-        workdir.mkdir(parents=True, exist_ok=True)
-        pp = resolve_pseudopotentials(sorted(set(atoms.get_chemical_symbols())), self.spec)
-        inp, out = workdir / "pw.in", workdir / "pw.out"
-        with inp.open("w") as fd:
-            write_espresso_in(fd, atoms, input_data=self._input_data(mixing_beta, maxstep),
-                              pseudopotentials=pp, kpts=_kpts(atoms, self.spec.kspacing_invA))
-        env = dict(os.environ, OMP_NUM_THREADS=str(self.spec.threads),
-                   OPENBLAS_NUM_THREADS=str(self.spec.threads), **_MPI_ENV)
-        cmd = self.spec.command.split() + ["-in", inp.name]
-        try:
-            with out.open("w") as fo:
-                proc = subprocess.run(cmd, cwd=workdir, stdout=fo, stderr=subprocess.STDOUT,
-                                      env=env, timeout=self.spec.timeout_s, check=False)
-        except FileNotFoundError:
-            raise LabelError(f"QE command not found: {cmd[0]!r} (install quantum-espresso)") \
-                from None
-        except subprocess.TimeoutExpired:
-            raise LabelError(f"pw.x exceeded timeout_s={self.spec.timeout_s}",
-                             permanent=True) from None
-        text = out.read_text(errors="replace")
-        if "convergence NOT achieved" in text:
-            raise _NotConverged(f"SCF not converged in {maxstep} steps "
-                                f"(mixing_beta={mixing_beta})", permanent=True)
-        if proc.returncode != 0 or "JOB DONE" not in text:
-            tail = "\n".join(text.strip().splitlines()[-8:])
-            # an error block from pw.x itself (bad input, pseudopotential) is deterministic
-            permanent = "Error in routine" in text
-            raise LabelError(f"pw.x failed (exit {proc.returncode}): {tail}", permanent=permanent)
-        with out.open() as fd:
-            try:
-                res = list(read_espresso_out(fd, index=slice(None)))[-1]
-            except Exception as err:  # parser errors are many types
-                raise LabelError(f"cannot parse pw.x output: {err}") from None
-        calc = res.calc
-        if calc is None or "forces" not in calc.results or "stress" not in calc.results:
-            raise LabelError("pw.x output has no forces/stress (tprnfor/tstress lost?)")
-        e, f, s = calc.results["energy"], calc.results["forces"], calc.results["stress"]
-        if not (np.isfinite(e) and np.all(np.isfinite(f)) and np.all(np.isfinite(s))):
-            raise LabelError("pw.x returned non-finite energy/forces/stress")
-        labelled = attach_labels(atoms, e, f, s)
-        labelled.info["labeller"] = self.fingerprint()
-        return labelled
-
-    def _run_retrying(self, atoms: Atoms, workdir: Path, beta: float, steps: int) -> Atoms:
-        for attempt in range(1, _TRANSIENT_ATTEMPTS + 1):
-            try:
-                return self._run_once(atoms, workdir / f"attempt-{attempt}", beta, steps)
-            except LabelError as err:
-                if err.permanent or attempt == _TRANSIENT_ATTEMPTS:
-                    raise
-                time.sleep(0.5 * attempt)
-        raise AssertionError("unreachable")
 
     def label(self, atoms: Atoms, workdir: Path) -> Atoms:
         t0 = time.perf_counter()
-        beta, steps = self.spec.mixing_beta, self.spec.electron_maxstep
-        try:
-            out = self._run_retrying(atoms, workdir / "scf-1", beta, steps)
-        except _NotConverged:
-            out = self._run_retrying(atoms, workdir / "scf-2", beta / 2, steps * 2)
-            out.info["label_corrections"] = f"mixing_beta={beta / 2},electron_maxstep={steps * 2}"
+        s = self.spec
+        workdir.mkdir(parents=True, exist_ok=True)
+        pp = resolve_pseudopotentials(sorted(set(atoms.get_chemical_symbols())), s)
+        with (workdir / "pw.in").open("w") as fd:
+            write_espresso_in(fd, atoms, input_data=self._input_data(), pseudopotentials=pp,
+                              kpts=_kpts(atoms, s.kspacing_invA))
+        job = PwJob(build_command(s.command, s.mpi_ranks, s.mpirun),
+                    env_overrides=engine_env(s.threads), timeout_s=s.timeout_s)
+        handlers = [TimeoutHandler(), PwScfHandler(max_num_corrections=s.scf_fix_attempts),
+                    PwCrashHandler(max_num_corrections=s.crash_retries)]
+        corrections = run_custodian(
+            engine="QE", jobs=[job], handlers=handlers, validators=[PwOutputValidator()],
+            directory=workdir, max_errors=s.max_corrections + 1, output_file="pw.out",
+            stderr_file="pw.err", diagnose=diagnose, tail_cut=r"^\s+(init_run|Writing output)",
+            missing_hint="install quantum-espresso")
+        out = parse_pw_output(workdir / "pw.out", atoms)
+        out.info["labeller"] = self.fingerprint()
+        out.info["engine_version"] = f"QE {qe_version(s.command)}"
+        out.info["label_corrections"] = corrections_info(corrections)
         out.info["label_wall_s"] = round(time.perf_counter() - t0, 2)
         return out
+
+
+def parse_pw_output(path: Path, atoms: Atoms) -> Atoms:
+    """Energy (eV), forces (eV/Å) and stress (ASE sign, eV/Å³) of the last SCF in ``path``."""
+    with path.open() as fd:
+        try:
+            res = list(read_espresso_out(fd, index=slice(None)))[-1]
+        except Exception as err:  # parser errors are many types
+            raise LabelError(f"cannot parse pw.x output: {err}") from None
+    calc = res.calc
+    if calc is None or "forces" not in calc.results or "stress" not in calc.results:
+        raise LabelError("pw.x output has no forces/stress (tprnfor/tstress lost?)")
+    e, f, st = calc.results["energy"], calc.results["forces"], calc.results["stress"]
+    if not (np.isfinite(e) and np.all(np.isfinite(f)) and np.all(np.isfinite(st))):
+        raise LabelError("pw.x returned non-finite energy/forces/stress")
+    if len(f) != len(atoms):
+        raise LabelError(f"pw.x output has {len(f)} forces for {len(atoms)} atoms")
+    return attach_labels(atoms, e, f, st)
