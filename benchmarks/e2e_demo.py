@@ -11,10 +11,8 @@ store, reads the per-phase timings the flow records in the store, and writes
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -22,33 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()}"
-
-
-def update_markdown(md: Path, section: str, body: str) -> None:
-    text = md.read_text() if md.exists() else "# Benchmarks\n\nFigures measured on this " \
-        "project's machines; each section is rewritten by the benchmark named in it.\n"
-    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    md.parent.mkdir(exist_ok=True)
-    md.write_text(text)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, machine, update_markdown, utc_now, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -102,7 +75,7 @@ def main() -> None:
                             + (["--quick"] if args.quick else [])),
         "config": str(config.relative_to(ROOT)),
         "machine": machine(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "wall_s": {"total": round(install_s + run_s, 1), "install": round(install_s, 1),
                    "run": round(run_s, 1), **phases,
                    "other": round(run_s - sum(phases.values()), 1)},
@@ -120,9 +93,7 @@ def main() -> None:
                         table["student_vs_teacher"]["energy_rmse_meV_atom"]},
         "synthetic_frames": distill["synthetic"]["n_train"] + distill["synthetic"]["n_test"],
     }
-    out = args.out_dir / "benchmarks" / "results" / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out_dir, name, result)
     w = result["wall_s"]
     body = [f"## End-to-end demo (`{result['config']}`){' — quick' if args.quick else ''}", "",
             f"Command: `{result['command']}` · machine: {result['machine']} · "

@@ -43,15 +43,13 @@ from pfd.label.cp2k_inputs import (
 )
 from pfd.label.cp2k_output import diagnose, parse_cp2k_output
 from pfd.label.custodian_run import (
-    TIMEOUT_MARKER,
+    OwnProcessJob,
     PhysicsGuard,
     TimeoutHandler,
     build_command,
     corrections_info,
     engine_env,
-    kill_own_process,
     run_custodian,
-    start_own_process,
 )
 from pfd.label.versions import cp2k_version
 
@@ -63,7 +61,7 @@ _PHYSICS_FIELDS = {"basis_file", "potential_file", "xc_functional", "cutoff_Ry",
                    "spin_polarized", "eps_scf", "eps_default"}
 
 
-class LabelCp2kJob(Cp2kJob):
+class LabelCp2kJob(OwnProcessJob, Cp2kJob):
     """``Cp2kJob`` that runs in its own session with pinned threads, a watchdog for the
     time limit, and a ``terminate`` that touches nothing but its own process group."""
 
@@ -75,25 +73,14 @@ class LabelCp2kJob(Cp2kJob):
                          stderr_file=stderr_file, backup=True)
         self.env_overrides = dict(env_overrides or {})
         self.timeout_s = timeout_s
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self._process is None else self._process.returncode
 
     def setup(self, directory: str = "./") -> None:
-        (Path(directory) / TIMEOUT_MARKER).unlink(missing_ok=True)
+        self._clear_timeout_marker(directory)
         super().setup(directory)
 
     def run(self, directory: str = "./") -> subprocess.Popen[bytes]:
-        d = Path(directory)
-        self._process = start_own_process(
-            [*self.cp2k_cmd, "-i", self.input_file], directory, d / self.output_file,
-            d / self.stderr_file, self.env_overrides, self.timeout_s)
-        return self._process
-
-    def terminate(self, directory: str = "./") -> None:
-        kill_own_process(self._process)
+        return self._start([*self.cp2k_cmd, "-i", self.input_file], directory,
+                           self.output_file, self.stderr_file)
 
 
 class JobDirStdErrHandler(StdErrHandler):

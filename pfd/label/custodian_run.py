@@ -135,6 +135,37 @@ def kill_own_process(proc: subprocess.Popen[bytes] | None, grace_s: float = 5.0)
             continue
 
 
+class OwnProcessJob:
+    """Mixin for custodian jobs that run one engine process of their own.
+
+    The process starts in its own session with a watchdog (:func:`start_own_process`);
+    ``terminate`` kills only that process group. Subclasses set ``env_overrides`` and
+    ``timeout_s`` and call :meth:`_start` from ``run``.
+    """
+
+    env_overrides: dict[str, str]
+    timeout_s: float | None
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._process is None else self._process.returncode
+
+    @staticmethod
+    def _clear_timeout_marker(directory: str) -> None:
+        (Path(directory) / TIMEOUT_MARKER).unlink(missing_ok=True)
+
+    def _start(self, cmd: Sequence[str], directory: str, stdout_name: str,
+               stderr_name: str) -> subprocess.Popen[bytes]:
+        d = Path(directory)
+        self._process = start_own_process(cmd, directory, d / stdout_name, d / stderr_name,
+                                          self.env_overrides, self.timeout_s)
+        return self._process
+
+    def terminate(self, directory: str = "./") -> None:
+        kill_own_process(self._process)
+
+
 # --------------------------------------------------------------------------- handlers
 class TimeoutHandler(ErrorHandler):
     """Turns the watchdog's marker into an unfixable error: a frame that ran past the time

@@ -18,7 +18,7 @@ from typing import Any
 
 from custodian.custodian import ErrorHandler, Job, Validator
 
-from pfd.label.custodian_run import TIMEOUT_MARKER, kill_own_process, start_own_process
+from pfd.label.custodian_run import TIMEOUT_MARKER, OwnProcessJob
 
 NOT_CONVERGED = "convergence NOT achieved"
 JOB_DONE = "JOB DONE"
@@ -63,7 +63,7 @@ def set_namelist_value(text: str, namelist: str, key: str, value: float | int) -
 
 
 # --------------------------------------------------------------------------- job
-class PwJob(Job):
+class PwJob(OwnProcessJob, Job):
     """One pw.x process in its own session; stdout is the output custodian inspects."""
 
     def __init__(self, command: list[str], input_file: str = "pw.in",
@@ -76,27 +76,17 @@ class PwJob(Job):
         self.stderr_file = stderr_file
         self.env_overrides = dict(env_overrides or {})
         self.timeout_s = timeout_s
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self._process is None else self._process.returncode
 
     def setup(self, directory: str = "./") -> None:
-        (Path(directory) / TIMEOUT_MARKER).unlink(missing_ok=True)
+        self._clear_timeout_marker(directory)
 
     def run(self, directory: str = "./") -> subprocess.Popen[bytes]:
-        d = Path(directory)
-        self._process = start_own_process(
-            [*self.command, "-in", self.input_file], directory, d / self.output_file,
-            d / self.stderr_file, self.env_overrides, self.timeout_s)
-        return self._process
+        return self._start([*self.command, "-in", self.input_file], directory,
+                           self.output_file, self.stderr_file)
 
     def postprocess(self, directory: str = "./") -> None:
         return None
 
-    def terminate(self, directory: str = "./") -> None:
-        kill_own_process(self._process)
 
 
 # --------------------------------------------------------------------------- handlers

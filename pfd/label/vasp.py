@@ -27,14 +27,13 @@ from custodian.vasp.validators import VasprunXMLValidator
 from pfd.frames import attach_labels
 from pfd.label.base import LabelError
 from pfd.label.custodian_run import (
-    TIMEOUT_MARKER,
+    OwnProcessJob,
     PhysicsGuard,
     TimeoutHandler,
     build_command,
     corrections_info,
     engine_env,
     run_custodian,
-    start_own_process,
 )
 from pfd.label.vasp_inputs import (
     INPUT_FILES,
@@ -55,7 +54,7 @@ if TYPE_CHECKING:
 PHYSICS_CHANGING_ERRORS = {"tet", "dentet", "triple_product", "brions", "zbrent"}
 
 
-class LabelVaspJob(VaspJob):
+class LabelVaspJob(OwnProcessJob, VaspJob):
     """``VaspJob`` with pinned threads and a watchdog; its own ``terminate`` already
     kills only this job's process group."""
 
@@ -66,19 +65,14 @@ class LabelVaspJob(VaspJob):
         self.timeout_s = timeout_s
         self._vasp_process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def returncode(self) -> int | None:
-        return None if self._vasp_process is None else self._vasp_process.returncode
-
     def setup(self, directory: str = "./") -> None:
-        (Path(directory) / TIMEOUT_MARKER).unlink(missing_ok=True)
+        self._clear_timeout_marker(directory)
         super().setup(directory)
 
     def run(self, directory: str = "./") -> subprocess.Popen[bytes]:
-        d = Path(directory)
-        self._vasp_process = start_own_process(
-            list(self.vasp_cmd), directory, d / self.output_file, d / self.stderr_file,
-            self.env_overrides, self.timeout_s)
+        # custodian's VaspJob keeps its process as _vasp_process; keep both names in step
+        self._vasp_process = self._start(list(self.vasp_cmd), directory, self.output_file,
+                                         self.stderr_file)
         return self._vasp_process
 
 
