@@ -25,6 +25,7 @@ curves next to it, and a section of ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,8 @@ def main() -> None:
     ap.add_argument("--random-seeds", type=int, nargs="+", default=[1])
     ap.add_argument("--full-curve", action="store_true",
                     help="keep adding frames after the target is reached (curves to the cap)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="redraw the PNG and docs section from the existing results JSON")
     ap.add_argument("--max-wall-min", type=float, default=None,
                     help="skip random seeds after the first that would not finish in time")
     ap.add_argument("--out-dir", type=Path, default=ROOT,
@@ -162,6 +166,10 @@ def main() -> None:
         args.random_seeds = args.random_seeds[:1]
         test_every, valid_every = 40, 100
     name = "p6_selection_quick" if args.quick else "p6_selection"
+    if args.report_only:
+        report(json.loads((args.out_dir / "benchmarks" / "results" / f"{name}.json")
+                          .read_text()), args.out_dir)
+        return
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -274,26 +282,45 @@ def main() -> None:
     })
     ratio = result["entropy_over_random_frames"]
     result["meets_target"] = None if ratio is None else bool(ratio <= TARGET_RATIO)
-    png = args.out_dir / "benchmarks" / "results" / f"{name}.png"
-    plot(png, curves, args.target, f"P6: SevenNet-0 fine-tuned on PFD-paper Si "
-         f"({args.epochs} epochs/model)")
-    result["plot"] = str(png.relative_to(args.out_dir))
     save()
     shutil.rmtree(work, ignore_errors=True)
+    report(result, args.out_dir)
+    print({k: result[k] for k in ("frames_needed", "entropy_over_random_frames", "bound",
+                                  "meets_target", "wall_s")}, flush=True)
 
+
+def _cell_sizes(picks: list[list[int]]) -> str:
+    counts = Counter(n for batch in picks for n in batch)
+    return ", ".join(f"{n}-atom x{c}" for n, c in sorted(counts.items()))
+
+
+def report(result: dict[str, Any], out_dir: Path) -> None:
+    """PNG and docs/benchmarks.md section from a result record alone, so both can be
+    redrawn (``--report-only``) without fine-tuning anything again."""
+    name, proto, split = result["benchmark"], result["protocol"], result["split"]
+    curves, target = result["curves"], proto["target_force_rmse_eV_A"]
+    ft = proto["finetune"]
+    png = out_dir / "benchmarks" / "results" / f"{name}.png"
+    plot(png, curves, target, f"P6: SevenNet-0 fine-tuned on PFD-paper Si "
+         f"({ft['epochs']} epochs/model)")
+    result["plot"] = str(png.relative_to(out_dir))
+    write_result(out_dir, name, result)
+
+    ratio, needed = result["entropy_over_random_frames"], result["frames_needed"]
     verdict = ("not decidable (see bound)" if ratio is None else
                ("met" if result["meets_target"] else "missed"))
-    body = [f"## P6: entropy vs random selection{' — quick' if args.quick else ''}", "",
-            f"Command: `{result['command']}` · machine: {result['machine']} · "
+    body = [f"## P6: entropy vs random selection{' — quick' if name.endswith('quick') else ''}",
+            "", f"Command: `{result['command']}` · machine: {result['machine']} · "
             f"date: {result['date']} · wall: {result['wall_s']:.0f} s (shared cores)", "",
-            f"Data: {SOURCE}. Split: {len(test)} test / {len(valid)} validation (early "
-            f"stopping only) / {len(pool)} pool frames, stratified by cell size and energy "
-            f"per atom. Start {args.initial} random pool frames; add {args.per_iter} per "
-            f"iteration; SevenNet-0 fine-tuned from the foundation every time "
-            f"({args.epochs} epochs, lr {settings.learning_rate}, batch "
-            f"{settings.batch_size}, 1 thread); at most {args.max_iters} models per method"
-            + ("; curves continued past the target (`--full-curve`)." if args.full_curve
-               else "."),
+            f"Data: {result['data']}. Split: {split['test']} test / {split['valid']} "
+            f"validation (early stopping only) / {split['pool']} pool frames, stratified by "
+            f"cell size and energy per atom. Start {proto['initial']} random pool frames; add "
+            f"{proto['per_iteration']} per iteration; SevenNet-0 fine-tuned from the "
+            f"foundation every time ({ft['epochs']} epochs, lr {ft['learning_rate']}, batch "
+            f"{ft['batch_size']}, {ft['threads']} thread); at most "
+            f"{proto['max_models_per_method']} models per method"
+            + ("; curves continued past the target (`--full-curve`)."
+               if proto.get("full_curve") else "."),
             "", "| training frames | entropy F RMSE eV/Å | entropy E RMSE meV/atom | "
             + " | ".join(f"random (seed {s}) F RMSE" for s in curves["random"]) + " |",
             "|---|---|---|" + "---|" * len(curves["random"])]
@@ -307,17 +334,21 @@ def main() -> None:
             r = next((p for p in c if p["n_train"] == n), None)
             cells.append(f"{r['force_rmse_eV_A']:.3f}" if r else "—")
         body.append(f"| {n} | " + " | ".join(cells) + " |")
-    body += ["", f"Frames needed for F RMSE < {args.target} eV/Å: entropy **{ent}**, random "
-             f"**{', '.join(str(r) for r in rnd)}** (None = not reached by {max_tested} frames). "
+    rnd = ", ".join(str(r) for r in needed["random"].values())
+    skipped = result.get("random_seeds_skipped_for_time") or []
+    body += ["", f"Frames needed for F RMSE < {target} eV/Å: entropy **{needed['entropy']}**, "
+             f"random **{rnd}** (None = not reached by {needed['max_tested']} frames). "
              f"`entropy_over_random_frames` = **{ratio}**"
              + (f" (bound: {result['bound']})" if result["bound"] else "")
-             + f"; target ≤ {TARGET_RATIO}: **{verdict}**."
+             + f"; target ≤ {result['target_ratio']}: **{verdict}**."
              + (f" Random seeds skipped to stay in the time budget: {skipped}." if skipped
-                else ""), "",
-             f"![P6 learning curves](../{result['plot']})"]
-    update_markdown(args.out_dir / "docs" / "benchmarks.md", name, "\n".join(body))
-    print({k: result[k] for k in ("frames_needed", "entropy_over_random_frames", "bound",
-                                  "meets_target", "wall_s")}, flush=True)
+                else "")]
+    body += ["", "Cell sizes of the frames each method added (the test split follows the "
+             "pool's own mix): " + "; ".join(f"{k}: {_cell_sizes(v)}"
+                                             for k, v in result["picked_natoms"].items())
+             + "."]
+    body += ["", f"![P6 learning curves](../{result['plot']})"]
+    update_markdown(out_dir / "docs" / "benchmarks.md", name, "\n".join(body))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ figures in docs/benchmarks.md, ``benchmarks/selection_speed.py``):
   descriptors are computed with one numba thread.
 * Kernel sums: the one expensive step is S_j = Σ_x K(y_j, x) for every candidate atom
   against every labelled atom, once (128,000 x 32,000 = 4·10⁹ pairs). quests'
-  ``kernel_sum`` (float64, takes a square root then squares it again) needs ~16 ns a pair
-  here, ~66 s for that case. Instead the exponent -|y - x|²/2h² comes out of one BLAS
+  ``kernel_sum`` (float64, takes a square root then squares it again) needs 13-16 ns a pair
+  here, 55-65 s for that case. Instead the exponent -|y - x|²/2h² comes out of one BLAS
   matmul of augmented descriptors, [y, |y|², 1] · c[-2x, 1, |x|²]ᵀ, followed by an
   in-place exp and row sums over cache-sized tiles: ~1.8 ns a pair in float32, ~3.6 ns in
   float64. Descriptors are centred before the augmentation, which shrinks the
