@@ -106,7 +106,9 @@ def main() -> None:
     body += [f"| {r['model']} | {r['data']} ({r['n_frames']} frames) | "
              f"{r['energy_rmse_meV_atom']:.2f} | {r['force_rmse_eV_A']:.3f} |"
              for r in distill["table"]]
-    body += ["", "Phases: install = `make install system-deps` (warm pip cache); dft, finetune, "
+    body += ["", "Phases: install = `make install system-deps` on a fresh clone (new `.venv`, "
+             "deepmd-kit built from source, warm pip cache, Debian QE/CP2K already present: a "
+             "fresh machine adds their apt download); dft, finetune, "
              "explore and distill are summed inside the flow (explore/dft fan out over 2 Dask "
              "workers); other = Prefect/Dask start-up, selection, testing, report."]
     update_markdown(args.out_dir / "docs" / "benchmarks.md", name, "\n".join(body))
