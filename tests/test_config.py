@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from configs import base
 
 from pfd.config import ConfigError, PFDConfig, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def base() -> dict[str, Any]:
-    return {
-        "structures": {"d": {"build": {"element": "Si", "crystal": "diamond", "a_A": 5.43}}},
-        "init": {"structures": ["d"]},
-        "labeller": {"qe": {"pseudopotentials": {"Si": "Si.pbe-rrkj.UPF"}}},
-        "stages": [{"name": "s1", "groups": [{"structures": ["d"], "temperatures_K": [300]}]}],
-    }
 
 
 def test_examples_validate() -> None:

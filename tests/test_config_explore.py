@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, get_args
 
 import pytest
+from configs import base
 
 from pfd.config import (
     ENSEMBLE_ALIASES,
@@ -15,15 +16,6 @@ from pfd.config import (
     parse_config,
 )
 from pfd.explore import integrators
-
-
-def base() -> dict[str, Any]:
-    return {
-        "structures": {"d": {"build": {"element": "Si", "crystal": "diamond", "a_A": 5.43}}},
-        "init": {"structures": ["d"]},
-        "labeller": {"qe": {"pseudopotentials": {"Si": "Si.pbe-rrkj.UPF"}}},
-        "stages": [{"name": "s1", "groups": [{"structures": ["d"], "temperatures_K": [300]}]}],
-    }
 
 
 def _group(**kw: Any) -> dict[str, Any]:
