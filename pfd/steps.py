@@ -187,19 +187,29 @@ def init_dataset(ctx: RunContext, map_fn: MapFn = serial_map) -> dict[str, Any]:
                      p.displacement_style, p.seed, p.include_unperturbed,
                      atom_fraction=p.atom_fraction, supercell=p.supercell)
     store.put_frames(ctx.key("init", "perturbed.extxyz"), frames)
-    res = label_frames(make_labeller(cfg), frames, ctx.store_url, map_fn,
-                       scratch=str(ctx.workdir), keep_scratch=cfg.labeller.keep_scratch)
-    store.put_json(ctx.key("init", "failed.json"), [f.to_dict() for f in res.failed])
-    check_failure_fraction(cfg, res, len(frames), ctx.key("init", "failed.json"))
-    if not res.labelled:
-        raise RuntimeError("no initial frame could be labelled; see "
-                           f"{ctx.key('init', 'failed.json')}")
-    data_key = ctx.key("init", "labelled.extxyz")
-    store.put_frames(data_key, res.labelled)
-    record = {"dataset": data_key, "n_perturbed": len(frames), "labelled": len(res.labelled),
-              "failed": len(res.failed), "dft_computed": res.computed, "dft_cached": res.cached}
+    _, counts = _label_and_store(ctx, frames, ctx.key("init"), map_fn, require_labels=True)
+    record = {"dataset": counts["dataset"], "n_perturbed": len(frames),
+              **{k: counts[k] for k in ("labelled", "failed", "dft_computed", "dft_cached")}}
     store.put_json(rec_key, record)
     return record
+
+
+def _label_and_store(ctx: RunContext, frames: list[Atoms], out_prefix: str, map_fn: MapFn,
+                     require_labels: bool = False) -> tuple[LabelResult, dict[str, Any]]:
+    """Label ``frames`` and write ``failed.json`` then ``labelled.extxyz`` under
+    ``out_prefix``; failures are stored before any stop, so a user can see why."""
+    store = ctx.store
+    res = label_frames(make_labeller(ctx.cfg), frames, ctx.store_url, map_fn,
+                       scratch=str(ctx.workdir), keep_scratch=ctx.cfg.labeller.keep_scratch)
+    failed_key = f"{out_prefix}/failed.json"
+    store.put_json(failed_key, [f.to_dict() for f in res.failed])
+    check_failure_fraction(ctx.cfg, res, len(frames), failed_key)
+    if require_labels and not res.labelled:
+        raise RuntimeError(f"no frame could be labelled; see {failed_key}")
+    data_key = f"{out_prefix}/labelled.extxyz"
+    store.put_frames(data_key, res.labelled)
+    return res, {"dataset": data_key, "labelled": len(res.labelled), "failed": len(res.failed),
+                 "dft_computed": res.computed, "dft_cached": res.cached}
 
 
 # --------------------------------------------------------------------------- fine-tune
@@ -317,16 +327,8 @@ def label_set(ctx: RunContext, frames_key: str, out_prefix: str,
     store, rec_key = ctx.store, f"{out_prefix}/label.json"
     if store.exists(rec_key):
         return store.get_json(rec_key)
-    frames = store.get_frames(frames_key)
-    res = label_frames(make_labeller(ctx.cfg), frames, ctx.store_url, map_fn,
-                       scratch=str(ctx.workdir), keep_scratch=ctx.cfg.labeller.keep_scratch)
-    store.put_json(f"{out_prefix}/failed.json", [f.to_dict() for f in res.failed])
-    check_failure_fraction(ctx.cfg, res, len(frames), f"{out_prefix}/failed.json")
-    data_key = f"{out_prefix}/labelled.extxyz"
-    store.put_frames(data_key, res.labelled)
-    record = {"dataset": data_key, "labelled": len(res.labelled), "failed": len(res.failed),
-              "failures": [f.to_dict() for f in res.failed],
-              "dft_computed": res.computed, "dft_cached": res.cached}
+    res, record = _label_and_store(ctx, store.get_frames(frames_key), out_prefix, map_fn)
+    record["failures"] = [f.to_dict() for f in res.failed]
     store.put_json(rec_key, record)
     return record
 
