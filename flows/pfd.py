@@ -7,6 +7,7 @@ Inside an iteration the semantics are the paper's: M_i is tested on the fresh D_
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,22 +23,25 @@ from prefect.artifacts import (
 from pfd import steps
 from pfd.config import PFDConfig, load_config, parse_config
 from pfd.iteration_budget import skipped_stage_note, stage_iterations, stage_note
-from pfd.report import parity_png, status_table, summary_markdown
+from pfd.models.deepmd import read_lcurve
+from pfd.report import (
+    data_uri_png,
+    iteration_curve_png,
+    lcurve_png,
+    parity_png,
+    status_table,
+    summary_markdown,
+)
 from pfd.steps import STATUS_COLUMNS, RunContext
 from tasks import steps as t
+from tasks import validate as tv
 from tasks.cluster import dask_cluster
-
-
-def _artifact_key(ctx: RunContext, what: str) -> str:
-    # Prefect artifact keys: lowercase letters, digits and dashes only
-    safe = "".join(c if c.isalnum() else "-" for c in ctx.run_id.lower())
-    return f"pfd-{safe}-{what}"[:100]
 
 
 def publish_status(ctx: RunContext) -> list[dict[str, Any]]:
     rows = steps.status_rows(ctx.store, ctx.run_id)
     table = [dict(zip(STATUS_COLUMNS, r, strict=True)) for r in status_table(rows)]
-    create_table_artifact(table=table, key=_artifact_key(ctx, "iterations"),
+    create_table_artifact(table=table, key=t.artifact_key(ctx, "iterations"),
                           description=f"PFD iterations of run {ctx.run_id}")
     return rows
 
@@ -120,25 +124,69 @@ def distill_flow(ctx: RunContext, teacher_key: str) -> dict[str, Any]:
     return record | {"tests": tests}
 
 
+def _report_images(ctx: RunContext, rows: list[dict[str, Any]],
+                   distill: dict[str, Any] | None) -> dict[str, bytes]:
+    """The report's plots, by file name; each also goes into the store under report/."""
+    images: dict[str, bytes] = {}
+    if rows:
+        images["iterations.png"] = iteration_curve_png(rows, ctx.run_id)
+    if distill:
+        tests = distill["tests"]
+        series = {name.replace("_vs_dft", ""): (tests[name]["parity"]["f_ref"],
+                                                tests[name]["parity"]["f_pred"])
+                  for name in ("teacher_vs_dft", "student_vs_dft")}
+        images["force_parity.png"] = parity_png(
+            series, "DFT force component (eV/Å)", "model (eV/Å)",
+            f"Forces on all DFT frames — {ctx.run_id}")
+        lcurve_key = ctx.key("distill", "student", "lcurve.out")
+        if ctx.store.exists(lcurve_key):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = ctx.store.get_file(lcurve_key, Path(tmp) / "lcurve.out")
+                images["student_lcurve.png"] = lcurve_png(
+                    read_lcurve(path), f"Student training — {ctx.run_id}")
+    return images
+
+
+def _links(ctx: RunContext, teacher_key: str | None, distill: dict[str, Any] | None) -> str:
+    """Where the run's products live, as store URIs (what `pfd fetch` copies)."""
+    items = [("run", ctx.store.uri(ctx.key("run.json")).removesuffix("/run.json"))]
+    if teacher_key:
+        items.append(("teacher model", ctx.store.uri(teacher_key)))
+    if distill:
+        items.append(("student model", ctx.store.uri(distill["student"])))
+    items += [(f"DFT dataset {k.split('/', 2)[2]}", ctx.store.uri(k))
+              for k in steps.all_dft_keys(ctx)]
+    lines = ["## Where things are", ""] + [f"- {name}: `{uri}`" for name, uri in items]
+    lines += ["", f"Copy them out with `pfd fetch {ctx.run_id} --to DIR` "
+              f"(`--store {ctx.store_url}`)."]
+    return "\n".join(lines) + "\n"
+
+
 def write_report(ctx: RunContext, init: dict[str, Any], teacher_key: str | None,
                  distill: dict[str, Any] | None, notes: list[str]) -> str:
     rows = steps.status_rows(ctx.store, ctx.run_id)
     md = summary_markdown(ctx.run_id, rows, init,
                           {k: v for k, v in (distill or {}).items() if k != "tests"} or None,
                           teacher_key, notes)
-    ctx.store.put_text(ctx.key("report", "summary.md"), md)
-    if distill:
-        tests = distill["tests"]
-        series = {name.replace("_vs_dft", ""): (tests[name]["parity"]["f_ref"],
-                                                tests[name]["parity"]["f_pred"])
-                  for name in ("teacher_vs_dft", "student_vs_dft")}
-        png = parity_png(series, "DFT force component (eV/Å)", "model (eV/Å)",
-                         f"Forces on all DFT frames — {ctx.run_id}")
-        ctx.store.put_bytes(ctx.key("report", "force_parity.png"), png)
-        md += f"\n![force parity]({ctx.store.uri(ctx.key('report', 'force_parity.png'))})\n"
-    create_markdown_artifact(markdown=md, key=_artifact_key(ctx, "report"),
+    images = _report_images(ctx, rows, distill)
+    stored, inline = md, md  # the store's copy links files; the artifact inlines them
+    for name, png in images.items():
+        ctx.store.put_bytes(ctx.key("report", name), png)
+        title = name.removesuffix(".png").replace("_", " ")
+        stored += f"\n![{title}]({name})\n"
+        inline += f"\n![{title}]({data_uri_png(png)})\n"
+    links = _links(ctx, teacher_key, distill)
+    ctx.store.put_text(ctx.key("report", "summary.md"), stored + "\n" + links)
+    create_markdown_artifact(markdown=inline + "\n" + links, key=t.artifact_key(ctx, "report"),
                              description=f"PFD report of run {ctx.run_id}")
     return md
+
+
+def _flow_run_info() -> dict[str, str]:
+    """Which Prefect flow run is working on the run, for `pfd status` and the UI link."""
+    from prefect.runtime import flow_run
+
+    return {"id": str(flow_run.id or ""), "name": str(flow_run.name or "")}
 
 
 def _load(config: str | dict[str, Any]) -> PFDConfig:
@@ -155,11 +203,11 @@ def pfd_flow(config: str | dict[str, Any], store: str | None = None,
     cfg = _load(config)
     ctx = steps.make_context(cfg, store, Path(workdir) if workdir else None)
     ctx.store.put_json(ctx.key("config.json"), cfg.model_dump(mode="json"))
-    ctx.store.put_json(ctx.key("run.json"), {"run_id": ctx.run_id, "status": "running",
-                                             "store": ctx.store_url})
+    ctx = steps.claim_generation(ctx)
+    steps.set_run_status(ctx, "running", flow_run=_flow_run_info())
     log.info("PFD run %s → store %s", ctx.run_id, ctx.store_url)
     n_phases = len(cfg.stages) + 2 + (1 if cfg.distill else 0)
-    progress = create_progress_artifact(progress=0.0, key=_artifact_key(ctx, "progress"),
+    progress = create_progress_artifact(progress=0.0, key=t.artifact_key(ctx, "progress"),
                                         description="PFD phases done (%)")
     done = 0
 
@@ -201,12 +249,14 @@ def pfd_flow(config: str | dict[str, Any], store: str | None = None,
         distill = distill_flow(ctx, teacher) if cfg.distill and cfg.distill.enabled else None
         if distill:
             advance()
+        if cfg.validation.enabled:  # properties of teacher/student vs DFT: report/validation.*
+            t0 = time.perf_counter()
+            tv.validate(ctx)
+            _phase(ctx, "validation", t0)
     md = write_report(ctx, init, teacher, distill, notes)
     advance()
-    ctx.store.put_json(ctx.key("run.json"), {"run_id": ctx.run_id, "status": "completed",
-                                             "store": ctx.store_url, "teacher": teacher,
-                                             "student": distill["student"] if distill else None,
-                                             "warnings": notes})
+    steps.set_run_status(ctx, "completed", teacher=teacher,
+                         student=distill["student"] if distill else None, warnings=notes)
     log.info("PFD run %s completed", ctx.run_id)
     return {"run_id": ctx.run_id, "store": ctx.store_url, "teacher": teacher,
             "student": distill["student"] if distill else None, "report": md}

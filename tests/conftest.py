@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from s3server import SECRET, free_port
@@ -32,3 +37,71 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "PFD_S3_ENDPOINT_URL"):
         monkeypatch.delenv(var, raising=False)
+
+
+REPO = Path(__file__).resolve().parents[1]
+SWIFT_SCRIPT = REPO / "scripts" / "swift_s3.py"
+
+
+@dataclass(frozen=True)
+class SwiftServer:
+    """A running Swift+s3api instance: its endpoint, credentials and control directory."""
+
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def endpoint(self) -> str:
+        return self.env["PFD_S3_ENDPOINT_URL"]
+
+    def stop_proxy(self) -> None:
+        """Take only the S3 front end down; the storage servers keep their data."""
+        subprocess.run([SYSTEM_PYTHON, str(SWIFT_SCRIPT), "stop-proxy", str(self.root)],
+                       check=True)
+
+    def start_proxy(self) -> None:
+        subprocess.run([SYSTEM_PYTHON, str(SWIFT_SCRIPT), "start-proxy", str(self.root)],
+                       check=True)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _swift_available() -> bool:
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import swift.common.middleware.s3api"],
+                           capture_output=True)
+    return probe.returncode == 0 and shutil.which("swift-ring-builder") is not None
+
+
+@pytest.fixture(scope="session")
+def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftServer]:
+    """OpenStack Swift with s3api from Debian packages (scripts/install-system-deps.sh)."""
+    if not _swift_available():
+        msg = ("OpenStack Swift (Debian swift-proxy swift-account swift-container "
+               "swift-object) is not installed: run scripts/install-system-deps.sh")
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    root = tmp_path_factory.mktemp("swift")
+    subprocess.run([SYSTEM_PYTHON, str(SWIFT_SCRIPT), "start", str(root)], check=True,
+                   stdout=subprocess.DEVNULL)
+    env = {}
+    for line in (root / "env").read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value
+    try:
+        yield SwiftServer(root=root, env=env)
+    finally:
+        subprocess.run([SYSTEM_PYTHON, str(SWIFT_SCRIPT), "stop", str(root)], check=False)
+
+
+@pytest.fixture
+def swift_env(swift_server: SwiftServer, monkeypatch: pytest.MonkeyPatch) -> SwiftServer:
+    """Point boto3 (and so S3Store) at the Swift instance, with its credentials only."""
+    for var in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    for key, value in swift_server.env.items():
+        monkeypatch.setenv(key, value)
+    return swift_server

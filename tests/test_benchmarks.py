@@ -27,5 +27,9 @@ def test_e2e_demo_quick(tmp_path: Path) -> None:
     assert res["dft_frames"] >= 4
     assert res["teacher"]["force_rmse_eV_A"] > 0 and res["student"]["force_rmse_eV_A"] > 0
     assert res["machine"] and res["date"] and "e2e_demo.py --quick" in res["command"]
+    orch = res["orchestration"]  # P4's overhead share, from this run's own task times
+    assert 0 < orch["compute_s"] < orch["wall_s"] == res["wall_s"]["run"]
+    assert 0 < orch["overhead_share"] < 1 and orch["task_runs"] >= 8
+    assert orch["fan_out"]["items"] >= res["dft_frames"]
     md = (tmp_path / "docs/benchmarks.md").read_text()
     assert "<!-- e2e_demo_quick:start -->" in md and "| dft |" in md

@@ -102,16 +102,16 @@ def test_run_id_default_is_stable_and_config_sensitive() -> None:
         parse_config(raw)
 
 
-def test_cli_validate(tmp_path: Path) -> None:
+def test_cli_check(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from pfd.cli import app
 
-    ok = CliRunner().invoke(app, ["validate", str(ROOT / "examples/si/pfd.yaml")])
+    ok = CliRunner().invoke(app, ["check", str(ROOT / "examples/si/pfd.yaml")])
     assert ok.exit_code == 0 and "OK" in ok.output
     raw = base()
     raw["stages"][0]["groups"][0]["timestep"] = 1
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
-    bad = CliRunner().invoke(app, ["validate", str(tmp_path / "bad.yaml")])
+    bad = CliRunner().invoke(app, ["check", str(tmp_path / "bad.yaml")])
     assert bad.exit_code == 2
     assert "stages.0.groups.0.timestep" in bad.output

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +86,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
               "keys": set(st.list("runs/tiny/"))}
 
     # 3) rerun a finished run: must be a no-op for DFT and training
+    noop_started = datetime.now(UTC).isoformat()
     t0 = time.time()
     again = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     return {"tmp": tmp, "store": st, "env": env, "stdout": done.stdout, "before": before,
             "calls_killed": calls_killed, "calls_resumed": calls_resumed,
             "calls_final": _pw_calls(tmp), "resumed_s": resumed_s,
-            "noop_s": time.time() - t0, "noop_stdout": again.stdout}
+            "noop_s": time.time() - t0, "noop_stdout": again.stdout,
+            "noop_started": noop_started}
 
 
 def test_resume_labels_no_frame_twice(run: dict[str, Any]) -> None:
@@ -114,7 +117,8 @@ def test_store_holds_every_artifact(run: dict[str, Any]) -> None:
               "stage-02/iter-00/record.json", "distill/synthetic.extxyz",
               "distill/student/frozen_model.pth", "distill/student/pfd_model.json",
               "distill/test_student_vs_dft.json", "report/summary.md",
-              "report/force_parity.png", "teacher.json"]:
+              "report/force_parity.png", "report/iterations.png",
+              "report/student_lcurve.png", "teacher.json"]:
         assert f"runs/tiny/{k}" in keys, k
     assert st.get_json("runs/tiny/run.json")["status"] == "completed"
     png = st.get_bytes("runs/tiny/report/force_parity.png")
@@ -151,7 +155,8 @@ def test_status_command_prints_table(run: dict[str, Any]) -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "run tiny: completed"
-    assert lines[1].startswith("| stage | iter | explored | filtered | selected | labelled")
+    assert lines[1].startswith("Prefect flow run: ")  # which flow run did the work
+    assert lines[2].startswith("| stage | iter | explored | filtered | selected | labelled")
     data = [ln for ln in lines if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
     assert len(data) == 2
     assert "distillation:" in out.stdout and "| student | dft |" in out.stdout
@@ -206,12 +211,41 @@ _READ_ARTIFACTS = """
 import json
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-keys = ["pfd-tiny-iterations", "pfd-tiny-report", "pfd-tiny-progress"]
+keys = ["pfd-tiny-iterations", "pfd-tiny-report", "pfd-tiny-progress",
+        "pfd-tiny-explore-progress", "pfd-tiny-label-progress"]
 with get_client(sync_client=True) as c:
     arts = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
 arts = sorted(arts, key=lambda a: a.updated, reverse=True)  # newest first
 print(json.dumps([{"key": a.key, "type": a.type, "data": a.data} for a in arts], default=str))
 """
+
+
+_READ_TASK_STATES = """
+import json, sys
+from datetime import datetime
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
+since = datetime.fromisoformat(sys.argv[1])
+with get_client(sync_client=True) as c:
+    runs = c.read_task_runs(task_run_filter=TaskRunFilter(
+        expected_start_time=TaskRunFilterStartTime(after_=since)))
+print(json.dumps([[r.name, r.state.name if r.state else None] for r in runs]))
+"""
+
+
+def test_finished_rerun_hits_prefect_cache(run: dict[str, Any]) -> None:
+    """A new flow run of the same config reuses persisted task results (INPUTS+TASK_SOURCE)."""
+    import json
+
+    out = subprocess.run([sys.executable, "-c", _READ_TASK_STATES, run["noop_started"]],
+                         env=run["env"], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # subflow runs (pfd-stage, pfd-distill) appear as wrapper task runs: not cacheable
+    states = [(n, st) for n, st in json.loads(out.stdout.strip().splitlines()[-1])
+              if not n.startswith("pfd-")]
+    names = {name.rsplit("-", 1)[0] for name, _ in states}
+    assert {"finetune", "explore", "label", "train-student"} <= names, states
+    assert all(state == "Cached" for _, state in states), states
 
 
 def test_prefect_artifacts_published(run: dict[str, Any]) -> None:
@@ -225,9 +259,15 @@ def test_prefect_artifacts_published(run: dict[str, Any]) -> None:
     latest: dict[str, Any] = {}
     for a in arts:  # newest first
         latest.setdefault(a["key"], a)
-    assert set(latest) == {"pfd-tiny-iterations", "pfd-tiny-report", "pfd-tiny-progress"}
+    assert set(latest) == {"pfd-tiny-iterations", "pfd-tiny-report", "pfd-tiny-progress",
+                           "pfd-tiny-explore-progress", "pfd-tiny-label-progress"}
+    for phase in ("explore", "label"):  # per-phase progress of the fan-outs
+        assert float(latest[f"pfd-tiny-{phase}-progress"]["data"]) == 100.0
     table = json.loads(latest["pfd-tiny-iterations"]["data"])
     assert [(r["stage"], r["iter"]) for r in table] == [("1", "0"), ("2", "0")]
     assert latest["pfd-tiny-report"]["type"] == "markdown"
-    assert "## Distillation" in latest["pfd-tiny-report"]["data"]
+    report = latest["pfd-tiny-report"]["data"]
+    assert "## Distillation" in report
+    assert report.count("](data:image/png;base64,") == 3  # parity, iterations, lcurve
+    assert "student model: `" in report and "pfd fetch tiny" in report
     assert float(latest["pfd-tiny-progress"]["data"]) == 100.0

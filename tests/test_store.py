@@ -1,6 +1,7 @@
-"""The store contract, run once per backend: local directory and S3 (moto's HTTP server).
+"""The store contract, run once per backend: a local directory, S3 as moto's HTTP server
+speaks it, and S3 as a real disk-backed object store speaks it (OpenStack Swift + s3api).
 
-Running the same assertions against both backends is what guarantees a workflow
+Running the same assertions against every backend is what guarantees a workflow
 developed locally behaves identically when pointed at object storage.
 """
 
@@ -14,6 +15,7 @@ import boto3
 import numpy as np
 import pytest
 from ase import Atoms
+from botocore.config import Config
 from s3server import SECRET
 
 from pfd.frames import attach_labels
@@ -40,13 +42,26 @@ def _bucket() -> str:
     return f"pfd-test-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "moto", "swift"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     if request.param == "local":
         return LocalStore(tmp_path / "store")
-    endpoint = request.getfixturevalue("moto_endpoint")
-    request.getfixturevalue("aws_env")
+    if request.param == "moto":
+        endpoint = request.getfixturevalue("moto_endpoint")
+        request.getfixturevalue("aws_env")
+    else:
+        endpoint = request.getfixturevalue("swift_env").endpoint
     return S3Store(bucket=_bucket(), prefix="runs-test", endpoint_url=endpoint)
+
+
+def _raw_client(store: S3Store) -> object:
+    """A client that goes around the store, with the same endpoint and credentials.
+
+    A fresh session: boto3's default session caches the first credentials it saw.
+    """
+    return boto3.session.Session().client(
+        "s3", endpoint_url=store.endpoint_url, region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}))
 
 
 def _corrupt(store: ArtifactStore, key: str, data: bytes, raw_s3: object, meta: dict) -> None:
@@ -175,8 +190,8 @@ def test_bad_list_prefix_rejected(store: ArtifactStore) -> None:
         store.list("../")
 
 
-def test_integrity_wrong_bytes(store: ArtifactStore, request: pytest.FixtureRequest) -> None:
-    raw = request.getfixturevalue("raw_s3") if isinstance(store, S3Store) else None
+def test_integrity_wrong_bytes(store: ArtifactStore) -> None:
+    raw = _raw_client(store) if isinstance(store, S3Store) else None
     store.put_bytes("d/x.bin", b"original")
     good = store.get_bytes("d/x.bin")
     assert good == b"original"
@@ -189,12 +204,13 @@ def test_integrity_wrong_bytes(store: ArtifactStore, request: pytest.FixtureRequ
         store.get_frames("d/x.bin")  # conveniences go through the same check
 
 
-def test_integrity_missing_checksum(store: ArtifactStore, request: pytest.FixtureRequest) -> None:
+def test_integrity_missing_checksum(store: ArtifactStore) -> None:
     if isinstance(store, LocalStore):
         store.put_bytes("d/y.bin", b"data")
         Path(store.uri("d/y.bin") + ".sha256").unlink()
     else:
-        raw = request.getfixturevalue("raw_s3")
+        assert isinstance(store, S3Store)
+        raw = _raw_client(store)
         store.put_bytes("d/other", b"creates the bucket")
         _corrupt(store, "d/y.bin", b"data", raw, {})
     with pytest.raises(IntegrityError, match="no recorded sha256"):

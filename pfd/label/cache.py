@@ -11,7 +11,9 @@ an exception that sinks the rest of the batch.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,10 @@ def _as_label_error(err: Exception) -> LabelError:
     """Unexpected exceptions (a parser bug, a full disk) still fail one frame, not the batch."""
     if isinstance(err, LabelError):
         return err
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {err.filename}" if err.filename else ""
+        return LabelError(f"scratch disk full ({os.strerror(err.errno)}){where}: free space "
+                          "in the work directory (pfd run --workdir) and rerun")
     return LabelError(f"unexpected {type(err).__name__}: {err}")
 
 

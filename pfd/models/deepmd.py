@@ -17,9 +17,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,31 +28,41 @@ from ase.calculators.calculator import Calculator
 from ase.neighborlist import neighbor_list
 
 from pfd import frames as fr
+from pfd.models.deepmd_run import (
+    LCURVE_FILE,
+    Progress,
+    dp_command,
+    log_tail,
+    read_lcurve,
+    run_dp,
+    run_training,
+    thread_env,
+)
 
 #: Safety margin on the observed neighbour count, so that slightly denser configurations
 #: met later (e.g. during MD with the student) do not silently drop neighbours.
 SEL_FACTOR = 1.2
 
 MODEL_FILE = "frozen_model.pth"
+COMPRESSED_FILE = "frozen_model_compressed.pth"
 META_FILE = "pfd_model.json"
-LCURVE_FILE = "lcurve.out"
+
+__all__ = [
+    "COMPRESSED_FILE", "LCURVE_FILE", "META_FILE", "MODEL_FILE", "StudentSettings",
+    "build_input", "compress", "compute_sel", "freeze", "frames_to_deepmd", "load_calculator",
+    "read_deepmd_system", "read_lcurve", "schedule_sections", "train_student",
+    "TrainingSchedule", "write_training_data",
+]
 
 
 @dataclass
-class StudentSettings:
-    """Hyper-parameters of the student; defaults follow common DeePMD practice.
+class TrainingSchedule:
+    """Steps, learning rate, loss weights and bookkeeping shared by every dp training.
 
-    ``sel=None`` derives neighbour counts from the data, because a too-small ``sel``
-    silently truncates environments while a too-large one only costs speed.
+    Both the student (from scratch) and the DPA fine-tune use these, so the two write the
+    same ``learning_rate``/``loss``/``training`` sections (:func:`schedule_sections`).
     """
 
-    descriptor: Literal["se_e2_a", "se_atten_v2"] = "se_e2_a"
-    rcut_A: float = 5.0
-    rcut_smth_A: float = 0.5
-    sel: list[int] | int | None = None
-    descriptor_neuron: list[int] = field(default_factory=lambda: [16, 32, 64])
-    axis_neuron: int = 8
-    fitting_neuron: list[int] = field(default_factory=lambda: [120, 120, 120])
     steps: int = 20000
     batch_size: int | str = "auto"
     start_lr: float = 1e-3
@@ -87,10 +94,30 @@ class StudentSettings:
         return int(min(1000, max(1, self.steps // 100)))
 
     def resolved_save_freq(self) -> int:
-        # A few checkpoints per run: enough to restart, few enough to be cheap.
+        # A few checkpoints per run: enough to resume after a kill, few enough to be cheap.
         if self.save_freq is not None:
             return int(self.save_freq)
         return int(max(self.resolved_disp_freq(), self.steps // 4, 1))
+
+
+@dataclass
+class StudentSettings(TrainingSchedule):
+    """Hyper-parameters of the student; defaults follow common DeePMD practice.
+
+    ``sel=None`` derives neighbour counts from the data, because a too-small ``sel``
+    silently truncates environments while a too-large one only costs speed.
+    """
+
+    descriptor: Literal["se_e2_a", "se_atten_v2"] = "se_e2_a"
+    rcut_A: float = 5.0
+    rcut_smth_A: float = 0.5
+    sel: list[int] | int | None = None
+    descriptor_neuron: list[int] = field(default_factory=lambda: [16, 32, 64])
+    axis_neuron: int = 8
+    fitting_neuron: list[int] = field(default_factory=lambda: [120, 120, 120])
+    # Tabulated embedding nets (dp compress): about 2x faster MD for a tiny accuracy
+    # cost; off by default here because it adds a step, on in the workflow's StudentSpec.
+    compress: bool = False
 
 
 # --------------------------------------------------------------------------- data
@@ -302,6 +329,24 @@ def build_input(
     else:
         raise ValueError(f"unknown descriptor {settings.descriptor!r}")
 
+    return {
+        "model": {
+            "type_map": list(type_map),
+            "descriptor": descriptor,
+            "fitting_net": {
+                "neuron": list(settings.fitting_neuron),
+                "resnet_dt": True,
+                "seed": int(settings.seed),
+            },
+        },
+        **schedule_sections(train_systems, valid_systems, settings),
+    }
+
+
+def schedule_sections(
+    train_systems: Sequence[Path], valid_systems: Sequence[Path], settings: TrainingSchedule
+) -> dict[str, Any]:
+    """The ``learning_rate``, ``loss`` and ``training`` sections of a dp input."""
     has_virial = _systems_have_virial(train_systems)
     loss: dict[str, Any] = {
         "type": "ener",
@@ -335,15 +380,6 @@ def build_input(
             "numb_btch": max(1, min(10, _count_frames(valid_systems))),
         }
     return {
-        "model": {
-            "type_map": list(type_map),
-            "descriptor": descriptor,
-            "fitting_net": {
-                "neuron": list(settings.fitting_neuron),
-                "resnet_dt": True,
-                "seed": int(settings.seed),
-            },
-        },
         "learning_rate": {
             "type": "exp",
             "start_lr": float(settings.start_lr),
@@ -357,63 +393,71 @@ def build_input(
 
 # ----------------------------------------------------------------------- training
 
-
-def _thread_env(threads: int) -> dict[str, str]:
-    # More threads than free cores is badly counter-productive for small models
-    # (measured 12x slower with 2 threads on 2 busy cores), so pin everything.
-    n = str(max(1, int(threads)))
-    return {
-        "OMP_NUM_THREADS": n,
-        "MKL_NUM_THREADS": n,
-        "DP_INTRA_OP_PARALLELISM_THREADS": n,
-        "DP_INTER_OP_PARALLELISM_THREADS": "1",
-    }
-
-
-def _dp_command() -> list[str]:
-    # Prefer the dp next to the running interpreter so the venv's deepmd is used even
-    # when the venv is not activated.
-    local = Path(sys.executable).parent / "dp"
-    if local.exists():
-        return [str(local)]
-    found = shutil.which("dp")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "deepmd"]
-
-
-def _log_tail(path: Path, n_lines: int = 40) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "<no log>"
-    return "\n".join(lines[-n_lines:])
+# Kept under their old names: other modules and tests import them from here.
+_thread_env = thread_env
+_dp_command = dp_command
+_log_tail = log_tail
 
 
 def _run_dp(args: list[str], workdir: Path, log_name: str, threads: int) -> None:
-    env = {**os.environ, **_thread_env(threads)}
-    log = workdir / log_name
-    cmd = [*_dp_command(), "--pt", *args]
-    with log.open("w") as fh:
-        proc = subprocess.run(
-            cmd, cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False
-        )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"`dp --pt {' '.join(args)}` failed with exit code {proc.returncode} in "
-            f"{workdir} (full log: {log}). Last lines:\n{_log_tail(log)}"
-        )
+    run_dp(dp_command(), args, workdir, log_name, threads, backend="pt")
 
 
-def _clean_previous_run(workdir: Path) -> None:
-    # dp train writes checkpoints into cwd; stale ones could otherwise be frozen.
-    for pattern in ("model.ckpt*.pt", "checkpoint", LCURVE_FILE, "out.json"):
-        for p in workdir.glob(pattern):
-            if p.is_file() or p.is_symlink():
-                p.unlink()
+def write_training_data(
+    train: Sequence[Atoms], valid: Sequence[Atoms], workdir: Path, type_map: list[str]
+) -> tuple[list[Path], list[Path]]:
+    """Fresh ``data/train`` and ``data/valid`` systems under ``workdir``.
+
+    The directories are wiped first: a system of a composition no longer in the frames
+    would otherwise be trained on silently.
+    """
     for sub in ("data/train", "data/valid"):
         if (workdir / sub).exists():
             shutil.rmtree(workdir / sub)
+    train_systems = frames_to_deepmd(list(train), workdir / "data" / "train", type_map)
+    valid_systems = (frames_to_deepmd(list(valid), workdir / "data" / "valid", type_map)
+                     if valid else [])
+    return train_systems, valid_systems
+
+
+def freeze(workdir: Path, output: Path, threads: int = 1, head: str | None = None) -> Path:
+    """``dp --pt freeze`` of the newest checkpoint in ``workdir`` (TorchScript ``.pth``)."""
+    args = ["freeze", "-o", str(output)]
+    if head:
+        args += ["--head", head]
+    _run_dp(args, workdir, "freeze.log", threads)
+    if not Path(output).exists():
+        raise RuntimeError(f"dp freeze reported success but {output} is missing; "
+                           f"log tail:\n{log_tail(workdir / 'freeze.log')}")
+    return Path(output)
+
+
+def compress(frozen: Path, output: Path, workdir: Path, threads: int = 1,
+             step: float = 0.01) -> Path:
+    """``dp --pt compress``: tabulate the embedding nets (about 2x faster MD).
+
+    Only two-body-embedding descriptors compress (se_e2_a, se_atten_v2 with
+    ``attn_layer: 0``); DPA-2/DPA-3 do not, and deepmd says so in the raised log tail.
+    The table spans the environments met in the training data (deepmd reads them from
+    the frozen model's training script), extrapolated 5x beyond.
+    """
+    args = ["compress", "-i", str(frozen), "-o", str(output), "-s", str(step)]
+    _run_dp(args, Path(workdir), "compress.log", threads)
+    if not Path(output).exists():
+        raise RuntimeError(f"dp compress reported success but {output} is missing; "
+                           f"log tail:\n{log_tail(Path(workdir) / 'compress.log')}")
+    return Path(output)
+
+
+def _lcurve_summary(workdir: Path, model_dir: Path) -> dict[str, Any]:
+    summary: dict[str, Any] = {"path": LCURVE_FILE}
+    src = workdir / LCURVE_FILE
+    if src.exists():
+        shutil.copy2(src, model_dir / LCURVE_FILE)
+        rows = read_lcurve(src)
+        if rows:
+            summary.update(first=rows[0], final=rows[-1], n_points=len(rows))
+    return summary
 
 
 def train_student(
@@ -422,11 +466,15 @@ def train_student(
     workdir: Path,
     settings: StudentSettings,
     type_map: list[str] | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Train a DeePMD student from scratch and freeze it; returns ``workdir/"model"``.
 
     Energies may use any reference (DFT absolute or a teacher's): DeePMD fits per-type
-    energy biases itself, so no shift is applied.
+    energy biases itself, so no shift is applied. Calling this again on the same frames
+    and settings after a kill continues from the newest checkpoint instead of step 0
+    (see :mod:`pfd.models.deepmd_run`); ``progress`` receives each new learning-curve
+    row (step, loss, rmse_e_val, rmse_f_val, ...) while training runs.
     """
     if not train:
         raise ValueError("no training frames")
@@ -434,39 +482,30 @@ def train_student(
     workdir.mkdir(parents=True, exist_ok=True)
     type_map = list(type_map) if type_map is not None else fr.species(train)
     _check_type_map(list(train) + list(valid), type_map)
-    _clean_previous_run(workdir)
 
-    train_systems = frames_to_deepmd(train, workdir / "data" / "train", type_map)
-    valid_systems = frames_to_deepmd(valid, workdir / "data" / "valid", type_map) if valid else []
+    train_systems, valid_systems = write_training_data(train, valid, workdir, type_map)
     config = build_input(train_systems, valid_systems, type_map, settings)
-    (workdir / "input.json").write_text(json.dumps(config, indent=2))
+    run = run_training(workdir, config, [workdir / "data"], dp=dp_command(), backend="pt",
+                       threads=settings.threads, progress=progress)
 
     model_dir = workdir / "model"
-    model_dir.mkdir(exist_ok=True)
-    t0 = time.perf_counter()
-    _run_dp(["train", "input.json"], workdir, "train.log", settings.threads)
-    train_seconds = time.perf_counter() - t0
-    _run_dp(["freeze", "-o", str(model_dir / MODEL_FILE)], workdir, "freeze.log", settings.threads)
-    if not (model_dir / MODEL_FILE).exists():
-        raise RuntimeError(
-            f"dp freeze reported success but {model_dir / MODEL_FILE} is missing; "
-            f"log tail:\n{_log_tail(workdir / 'freeze.log')}"
-        )
-
-    lcurve_summary: dict[str, Any] = {"path": LCURVE_FILE}
-    lcurve_src = workdir / LCURVE_FILE
-    if lcurve_src.exists():
-        shutil.copy2(lcurve_src, model_dir / LCURVE_FILE)
-        rows = read_lcurve(lcurve_src)
-        if rows:
-            lcurve_summary.update(first=rows[0], final=rows[-1], n_points=len(rows))
+    if model_dir.exists():
+        shutil.rmtree(model_dir)  # never mix a previous model's files into this one
+    model_dir.mkdir()
+    frozen = freeze(workdir, model_dir / MODEL_FILE, settings.threads)
+    model_file = frozen.name
+    if settings.compress:
+        model_file = compress(frozen, model_dir / COMPRESSED_FILE, workdir,
+                              settings.threads).name
     shutil.copy2(workdir / "input.json", model_dir / "input.json")
 
     descriptor = config["model"]["descriptor"]
     meta = {
         "backend": "deepmd",
         "kind": "student",
-        "model_file": MODEL_FILE,
+        "model_file": model_file,
+        "frozen_file": MODEL_FILE,
+        "compressed": settings.compress,
         "type_map": type_map,
         "descriptor": settings.descriptor,
         "sel": descriptor["sel"],
@@ -475,9 +514,10 @@ def train_student(
         "settings": asdict(settings),
         "n_train_frames": len(train),
         "n_valid_frames": len(valid),
-        "train_seconds": round(train_seconds, 2),
+        "train_seconds": round(run.seconds, 2),
+        "resumed_from_step": run.resumed_from_step,
         "deepmd_version": _deepmd_version(),
-        "lcurve": lcurve_summary,
+        "lcurve": _lcurve_summary(workdir, model_dir),
     }
     (model_dir / META_FILE).write_text(json.dumps(meta, indent=2))
     return model_dir
@@ -496,7 +536,10 @@ def _deepmd_version() -> str | None:
 
 
 def load_calculator(model_dir: Path, threads: int = 1) -> Calculator:
-    """ASE calculator for a trained student (``model_dir`` or the ``.pth`` itself).
+    """ASE calculator for a trained DeePMD model (``model_dir`` or the ``.pth`` itself).
+
+    For a directory the file named by ``pfd_model.json`` is used (the compressed model
+    when there is one).
 
     torch's thread count is process-wide, so this sets it for the whole process;
     deepmd is imported lazily so that importing pfd never pays for (or is configured
@@ -504,7 +547,14 @@ def load_calculator(model_dir: Path, threads: int = 1) -> Calculator:
     """
     path = Path(model_dir)
     if path.is_dir():
-        path = path / MODEL_FILE
+        meta_path = path / META_FILE
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        if meta.get("framework") == "tensorflow":
+            raise ValueError(
+                f"{path}: a TensorFlow-backend (LAMMPS) DeePMD model; this environment runs "
+                "PyTorch models only. Use pfd.models.deepmd_export.load_calculator (it "
+                "evaluates the model in the LAMMPS environment) or LAMMPS itself")
+        path = path / str(meta.get("model_file", MODEL_FILE))
     if not path.exists():
         raise FileNotFoundError(f"frozen DeePMD model not found: {path}")
     for key, val in _thread_env(threads).items():
@@ -515,32 +565,3 @@ def load_calculator(model_dir: Path, threads: int = 1) -> Calculator:
 
     torch.set_num_threads(max(1, int(threads)))
     return DP(model=str(path))
-
-
-def read_lcurve(path: Path | str) -> list[dict[str, float]]:
-    """Parse deepmd's ``lcurve.out`` into one dict per displayed step (for plots).
-
-    Column names come from the header (e.g. ``rmse_f_val``, ``rmse_f_trn``, ``lr``), so
-    this follows whatever losses deepmd reported; ``step`` is an int.
-    """
-    path = Path(path)
-    names: list[str] | None = None
-    rows: list[dict[str, float]] = []
-    for line in path.read_text().splitlines():
-        stripped = line.strip()
-        if not stripped:
-            continue
-        if stripped.startswith("#"):
-            words = stripped.lstrip("#").split()
-            if names is None and words and words[0] == "step":
-                names = words
-            continue
-        if names is None:
-            raise ValueError(f"{path}: data line before the header")
-        values = stripped.split()
-        if len(values) != len(names):
-            continue  # a line being written when the file was read
-        row: dict[str, float] = {k: float(v) for k, v in zip(names, values, strict=True)}
-        row["step"] = int(row["step"])
-        rows.append(row)
-    return rows

@@ -1,7 +1,10 @@
 """Load any pfd model directory as an ASE calculator, whatever its backend.
 
 Every model directory carries ``pfd_model.json`` naming its backend, so MD, labelling
-and testing never need to know which library trained the model.
+and testing never need to know which library trained the model. DeePMD models come in
+two frameworks: PyTorch (students, fine-tuned DPA models; evaluated in-process) and
+TensorFlow (LAMMPS-ready students, ``"framework": "tensorflow"``; evaluated in the
+LAMMPS environment by a worker process).
 """
 
 from __future__ import annotations
@@ -22,11 +25,17 @@ def model_info(model_dir: Path) -> dict[str, object]:
 
 
 def load_calculator(model_dir: Path, threads: int = 1) -> Calculator:
-    backend = model_info(model_dir).get("backend")
+    info = model_info(model_dir)
+    backend = info.get("backend")
     if backend == "sevennet":
         from pfd.models import sevennet
 
         return sevennet.load_calculator(Path(model_dir), threads=threads)
+    if backend == "deepmd" and info.get("framework") == "tensorflow":
+        # a LAMMPS-ready student: evaluated in the LAMMPS environment (deepmd_export)
+        from pfd.models import deepmd_export
+
+        return deepmd_export.load_calculator(Path(model_dir), threads=threads)
     if backend == "deepmd":
         from pfd.models import deepmd
 

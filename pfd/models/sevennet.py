@@ -59,6 +59,10 @@ class FinetuneSettings:
     stress_weight: float = 0.01  # kbar, as in sevenn's fine_tune preset
     huber_delta: float = 0.01
     patience_epochs: int = 5  # epochs without validation improvement before stopping
+    # Same architecture, fresh random weights (the from-scratch baseline of learning
+    # curves); only the foundation's non-trainable statistics (energy shift/scale,
+    # neighbour-count denominators) are kept.
+    random_init: bool = False
     seed: int = 1
     threads: int = 1
 
@@ -342,6 +346,23 @@ def _read_recorder(recorder: Any) -> dict[str, float]:
             "force_rmse": values["Force"]}
 
 
+def _reinitialised(model: Any, config: dict[str, Any]) -> Any:
+    """A freshly initialised model of the same architecture (seeded by the caller).
+
+    Only trainable weights start random. Everything else is copied from the pretrained
+    model: the per-element energy shift/scale and the convolution denominators (average
+    neighbour count) are dataset statistics sevenn computes before training, and the
+    checkpoint's config does not hold them (a denominator of 0 there gives NaN).
+    """
+    from sevenn.model_build import build_E3_equivariant_model
+
+    fresh = build_E3_equivariant_model(config)
+    trainable = {k for k, p in fresh.named_parameters() if p.requires_grad}
+    keep = {k: v for k, v in model.state_dict().items() if k not in trainable}
+    fresh.load_state_dict(keep, strict=False)
+    return fresh
+
+
 def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
              settings: FinetuneSettings, base_model_dir: Path | None = None) -> Path:
     """Fine-tune from the foundation (or a previous pfd sevennet model) and return model dir.
@@ -372,6 +393,8 @@ def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
     with _quiet_sevenn():
         cp = load_checkpoint(_checkpoint_path(start))
         model = cp.build_model()
+    if settings.random_init:
+        model = _reinitialised(model, cp.config)
     config = cp.config
     cutoff = float(config[KEY.CUTOFF])
     data_root = workdir / "sevenn"

@@ -1,0 +1,354 @@
+"""Running ``dp`` as a subprocess: pinned threads, resumable training, live progress.
+
+Training is the expensive step of both the fine-tune and the distillation, and it is
+the step most likely to be killed (a preempted worker, a wall-time limit). deepmd
+writes a checkpoint every ``save_freq`` steps and records the newest one in a
+``checkpoint`` pointer file *after* the checkpoint is complete, so a run killed at any
+moment can be continued from that pointer. :func:`run_training` does that when the
+work directory holds a checkpoint of the *same* training (same input and data, by
+fingerprint); any other leftover is wiped, so a changed dataset never resumes from
+weights trained on the old one.
+
+Progress is read from ``lcurve.out`` while ``dp`` runs (the file is line-buffered by
+deepmd) and handed to an optional callback, which is how a workflow engine can
+publish it without pfd importing one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+LCURVE_FILE = "lcurve.out"
+STATE_FILE = "pfd_train.json"
+CHECKPOINT_POINTER = "checkpoint"
+
+Backend = Literal["pt", "tf"]
+Progress = Callable[[dict[str, Any]], None]
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Thread pins for a dp subprocess.
+
+    More threads than free cores is badly counter-productive for small models
+    (measured 12x slower with 2 threads on 2 busy cores), so pin everything.
+    """
+    n = str(max(1, int(threads)))
+    return {
+        "OMP_NUM_THREADS": n,
+        "MKL_NUM_THREADS": n,
+        "OPENBLAS_NUM_THREADS": n,
+        "DP_INTRA_OP_PARALLELISM_THREADS": n,
+        "DP_INTER_OP_PARALLELISM_THREADS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+
+
+def dp_command() -> list[str]:
+    """The ``dp`` of the running interpreter's environment (the PyTorch build)."""
+    # Prefer the dp next to the running interpreter so the venv's deepmd is used even
+    # when the venv is not activated.
+    local = Path(sys.executable).parent / "dp"
+    if local.exists():
+        return [str(local)]
+    found = shutil.which("dp")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "deepmd"]
+
+
+def log_tail(path: Path, n_lines: int = 40) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "<no log>"
+    return "\n".join(lines[-n_lines:])
+
+
+def _die_with_parent() -> None:
+    # A worker killed with -9 must not leave its dp child training on: the retry would
+    # start a second writer in the same directory. Linux only; harmless elsewhere.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------- lcurve
+
+
+def read_lcurve(path: Path | str) -> list[dict[str, float]]:
+    """Parse deepmd's ``lcurve.out`` into one dict per displayed step (for plots).
+
+    Column names come from the header (e.g. ``rmse_f_val``, ``rmse_f_trn``, ``lr``), so
+    this follows whatever losses deepmd reported; ``step`` is an int. A restarted run
+    appends a second header, which is skipped.
+    """
+    path = Path(path)
+    names: list[str] | None = None
+    rows: list[dict[str, float]] = []
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("#"):
+            words = stripped.lstrip("#").split()
+            if names is None and words and words[0] == "step":
+                names = words
+            continue
+        if names is None:
+            raise ValueError(f"{path}: data line before the header")
+        values = stripped.split()
+        if len(values) != len(names):
+            continue  # a line being written when the file was read
+        try:
+            row: dict[str, float] = {k: float(v) for k, v in zip(names, values, strict=True)}
+        except ValueError:
+            continue  # a partly written number
+        row["step"] = int(row["step"])
+        rows.append(row)
+    return rows
+
+
+def progress_record(row: dict[str, float]) -> dict[str, Any]:
+    """What a progress callback receives: the lcurve row plus stable names.
+
+    ``loss`` is deepmd's weighted training RMSE (``rmse_trn``); validation RMSEs are NaN
+    when no validation data was given, so consumers need not test for missing keys.
+    """
+    rec: dict[str, Any] = dict(row)
+    rec["step"] = int(row["step"])
+    rec["loss"] = row.get("rmse_trn", math.nan)
+    for key in ("rmse_e_val", "rmse_f_val", "rmse_e_trn", "rmse_f_trn", "lr"):
+        rec.setdefault(key, math.nan)
+    return rec
+
+
+def _truncate_lcurve(path: Path, last_step: int) -> None:
+    # Rows past the checkpoint will be trained (and displayed) again after a restart;
+    # keep the curve single-valued in step.
+    if not path.exists():
+        return
+    kept: list[str] = []
+    for line in path.read_text().splitlines():
+        words = line.split()
+        if words and not line.lstrip().startswith("#"):
+            try:
+                if int(float(words[0])) > last_step:
+                    continue
+            except ValueError:
+                continue
+        kept.append(line)
+    path.write_text("\n".join(kept) + ("\n" if kept else ""))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+_PT_CKPT = re.compile(r"^model\.ckpt-(\d+)\.pt$")
+_TF_CKPT = re.compile(r"^model\.ckpt-(\d+)$")
+
+
+def latest_checkpoint(workdir: Path, backend: Backend) -> tuple[str, int] | None:
+    """(restart argument, step) of the newest *complete* checkpoint, or None.
+
+    Only the pointer file is trusted: deepmd writes it after the checkpoint itself, so a
+    checkpoint half-written at a kill is never picked.
+    """
+    pointer = Path(workdir) / CHECKPOINT_POINTER
+    if not pointer.is_file():
+        return None
+    text = pointer.read_text().strip()
+    if backend == "pt":
+        name = Path(text).name
+        m = _PT_CKPT.match(name)
+        if m and (Path(workdir) / name).is_file():
+            return name, int(m.group(1))
+        return None
+    m_tf = re.search(r'model_checkpoint_path:\s*"([^"]+)"', text)
+    if not m_tf:
+        return None
+    prefix = Path(m_tf.group(1)).name
+    m = _TF_CKPT.match(prefix)
+    if m and (Path(workdir) / f"{prefix}.index").is_file():
+        return prefix, int(m.group(1))
+    return None
+
+
+def clean_training_outputs(workdir: Path) -> None:
+    """Remove checkpoints, pointer, learning curve and state of a previous training."""
+    for pattern in ("model.ckpt*", CHECKPOINT_POINTER, LCURVE_FILE, "out.json", STATE_FILE,
+                    "restart.json"):
+        for p in Path(workdir).glob(pattern):
+            if p.is_file() or p.is_symlink():
+                p.unlink()
+
+
+def fingerprint(workdir: Path, files: Sequence[Path], extra: dict[str, Any]) -> str:
+    """Hash of what determines a training: its input, its data files and ``extra``.
+
+    Paths are hashed relative to ``workdir`` so a moved directory still resumes.
+    """
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+    workdir = Path(workdir)
+    for root in files:
+        paths = sorted(p for p in Path(root).rglob("*") if p.is_file()) if Path(
+            root).is_dir() else [Path(root)]
+        for p in paths:
+            h.update(str(p.resolve().relative_to(workdir.resolve())).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class TrainingRun:
+    """What a training call did: for provenance in ``pfd_model.json``."""
+
+    seconds: float
+    resumed_from_step: int | None
+    command: list[str]
+
+
+def run_dp(
+    dp: Sequence[str],
+    args: Sequence[str],
+    workdir: Path,
+    log_name: str,
+    threads: int,
+    backend: Backend = "pt",
+    progress: Progress | None = None,
+    poll_s: float = 2.0,
+    env_extra: dict[str, str] | None = None,
+) -> None:
+    """Run ``dp --<backend> ARGS`` in ``workdir``; raise with the log tail on failure.
+
+    With ``progress``, new ``lcurve.out`` rows are passed to it every ``poll_s`` seconds
+    and once more at the end. A callback that raises is reported once as a warning and
+    then ignored: a broken dashboard must not kill hours of training.
+    """
+    env = {**os.environ, **thread_env(threads), **(env_extra or {})}
+    log = Path(workdir) / log_name
+    cmd = [*dp, f"--{backend}", *args]
+    lcurve = Path(workdir) / LCURVE_FILE
+    state = {"last": -1, "broken": False}
+
+    def publish() -> None:
+        if progress is None or state["broken"] or not lcurve.exists():
+            return
+        try:
+            rows = read_lcurve(lcurve)
+        except (OSError, ValueError):
+            return
+        for row in rows:
+            if row["step"] > state["last"]:
+                state["last"] = int(row["step"])
+                try:
+                    progress(progress_record(row))
+                except Exception as exc:  # noqa: BLE001 - see docstring
+                    warnings.warn(f"training progress callback failed, ignoring it: {exc!r}",
+                                  stacklevel=2)
+                    state["broken"] = True
+                    return
+
+    if progress is not None and lcurve.exists():
+        # a resumed run: rows already shown before the kill are not re-announced
+        rows = read_lcurve(lcurve)
+        state["last"] = int(rows[-1]["step"]) if rows else -1
+
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=poll_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    publish()
+        finally:
+            if proc.poll() is None:  # interrupted in Python: do not leave dp running
+                proc.kill()
+                proc.wait()
+    publish()
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"`dp --{backend} {' '.join(args)}` failed with exit code {proc.returncode} in "
+            f"{workdir} (full log: {log}). Last lines:\n{log_tail(log)}"
+        )
+
+
+def run_training(
+    workdir: Path,
+    config: dict[str, Any],
+    data_dirs: Sequence[Path],
+    *,
+    dp: Sequence[str],
+    backend: Backend,
+    threads: int,
+    init_args: Sequence[str] = (),
+    identity: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+    poll_s: float = 2.0,
+) -> TrainingRun:
+    """Train in ``workdir`` from ``config``, continuing a killed run of the same training.
+
+    ``init_args`` start a fresh run (e.g. ``--finetune ckpt``); a resumed run instead
+    restarts from the newest checkpoint with the configuration deepmd itself resolved in
+    the first run (``out.json``), because for a fine-tune that is where the pretrained
+    model's descriptor was substituted. ``identity`` joins the fingerprint (e.g. the
+    base checkpoint of a fine-tune), so changing it starts afresh.
+    """
+    workdir = Path(workdir)
+    (workdir / "input.json").write_text(json.dumps(config, indent=2))
+    fp = fingerprint(workdir, [workdir / "input.json", *data_dirs],
+                     {"backend": backend, "init": list(init_args), **(identity or {})})
+    state_path = workdir / STATE_FILE
+    previous = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    ckpt = latest_checkpoint(workdir, backend) if previous.get("fingerprint") == fp else None
+
+    if ckpt is not None and ckpt[1] >= int(config["training"]["numb_steps"]):
+        # killed after the last checkpoint (e.g. while freezing): nothing left to train
+        return TrainingRun(seconds=0.0, resumed_from_step=ckpt[1], command=[])
+    if ckpt is None:
+        clean_training_outputs(workdir)
+        args = ["train", "input.json", *init_args]
+        resumed = None
+    else:
+        name, step = ckpt
+        # Both backends display step N again when restarting from model.ckpt-N (deepmd
+        # 3.2's PyTorch trainer stores the index N-1 of the last step done and repeats
+        # step N; TF shows the restored state first). Keep one row per step.
+        _truncate_lcurve(workdir / LCURVE_FILE, step - 1)
+        resolved = workdir / "out.json"
+        restart_input = "input.json"
+        if backend == "pt" and resolved.is_file():
+            shutil.copy2(resolved, workdir / "restart.json")
+            restart_input = "restart.json"
+        args = ["train", restart_input, "--restart", name]
+        resumed = step
+    state_path.write_text(json.dumps({"fingerprint": fp, "backend": backend}, indent=2))
+    t0 = time.perf_counter()
+    run_dp(dp, args, workdir, "train.log", threads, backend=backend, progress=progress,
+           poll_s=poll_s)
+    return TrainingRun(seconds=time.perf_counter() - t0, resumed_from_step=resumed,
+                       command=[*dp, f"--{backend}", *args])

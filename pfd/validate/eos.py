@@ -1,0 +1,158 @@
+"""Energy-volume curves and their Birch-Murnaghan fit (V0, E0, B0, B0').
+
+The cell is scaled isotropically with fractional coordinates fixed: for the cubic
+phases validated here (diamond, fcc, bcc) that is the equilibrium path; a phase with
+free internal coordinates would need a relaxation per volume, which this does not do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+from ase.units import GPa
+
+from pfd.validate._plot import colour, png, pyplot
+
+
+@dataclass(frozen=True)
+class EOSFit:
+    v0_A3_atom: float
+    e0_eV_atom: float
+    b0_GPa: float
+    b0_prime: float
+    a0_A: float  # first cell vector's length at V0 (the lattice constant of a cubic cell)
+    rms_residual_meV_atom: float
+
+
+@dataclass(frozen=True)
+class EOSResult:
+    structure: str
+    n_atoms: int
+    volumes_A3_atom: list[float]
+    energies_eV_atom: list[float]
+    fit: EOSFit | None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EOSResult:
+        fit = EOSFit(**d["fit"]) if d.get("fit") else None
+        return cls(**{**d, "fit": fit})
+
+
+def scaled(atoms: Atoms, volume_ratio: float) -> Atoms:
+    """``atoms`` with its cell scaled to ``volume_ratio`` × its volume, fractions fixed."""
+    out = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell,
+                pbc=True, info=dict(atoms.info))
+    out.set_cell(atoms.cell.array * volume_ratio ** (1 / 3), scale_atoms=True)
+    return out
+
+
+def volume_ratios(volume_strain: float, n_points: int) -> list[float]:
+    if not 0 < volume_strain < 1 or n_points < 5:
+        raise ValueError(f"volume_strain must be in (0, 1) and n_points >= 5, got "
+                         f"{volume_strain}, {n_points}")
+    return [float(x) for x in np.linspace(1 - volume_strain, 1 + volume_strain, n_points)]
+
+
+def eos_frames(atoms: Atoms, volume_strain: float, n_points: int) -> list[Atoms]:
+    return [scaled(atoms, r) for r in volume_ratios(volume_strain, n_points)]
+
+
+def birch_murnaghan(v: np.ndarray, e0: float, b0: float, bp: float, v0: float) -> np.ndarray:
+    eta = (v0 / v) ** (2 / 3)
+    return e0 + 9 * v0 * b0 / 16 * ((eta - 1) ** 3 * bp + (eta - 1) ** 2 * (6 - 4 * eta))
+
+
+def fit_birch_murnaghan(volumes: Sequence[float], energies: Sequence[float],
+                        a_ref_A: float | None = None, v_ref: float | None = None) -> EOSFit:
+    """Least-squares third-order Birch-Murnaghan fit, per atom.
+
+    Raises ValueError when the minimum is not bracketed: a V0 extrapolated outside the
+    sampled range is a guess, not a result.
+    """
+    from scipy.optimize import curve_fit
+
+    v, e = np.asarray(volumes, float), np.asarray(energies, float)
+    if v.size < 5:
+        raise ValueError(f"a Birch-Murnaghan fit needs >= 5 points, got {v.size}")
+    c = np.polyfit(v, e, 2)
+    if c[0] <= 0:
+        raise ValueError("E(V) is not convex over the sampled volumes: no minimum to fit")
+    v_guess = -c[1] / (2 * c[0])
+    b_guess = 2 * c[0] * v_guess
+    p0 = (float(np.polyval(c, v_guess)), b_guess, 4.0, v_guess)
+    popt, _ = curve_fit(birch_murnaghan, v, e, p0=p0, maxfev=20000)
+    e0, b0, bp, v0 = (float(x) for x in popt)
+    if not v.min() <= v0 <= v.max():
+        raise ValueError(f"fitted V0 = {v0:.3f} Å³/atom lies outside the sampled "
+                         f"{v.min():.3f}-{v.max():.3f}: widen volume_strain")
+    resid = e - birch_murnaghan(v, *popt)
+    a0 = float("nan")
+    if a_ref_A is not None and v_ref is not None:
+        a0 = a_ref_A * (v0 / v_ref) ** (1 / 3)
+    return EOSFit(v0_A3_atom=v0, e0_eV_atom=e0, b0_GPa=b0 / GPa, b0_prime=bp, a0_A=a0,
+                  rms_residual_meV_atom=float(1000 * np.sqrt(np.mean(resid**2))))
+
+
+def energy_volume(atoms: Atoms, calc: Calculator, structure: str, volume_strain: float,
+                  n_points: int) -> EOSResult:
+    """E(V) of ``atoms`` under ``calc`` and its fit; a failed fit is kept as ``error``."""
+    frames = eos_frames(atoms, volume_strain, n_points)
+    n = len(atoms)
+    vols, ens = [], []
+    for a in frames:
+        a.calc = calc
+        ens.append(float(a.get_potential_energy()) / n)
+        vols.append(float(a.get_volume()) / n)
+    return _result(atoms, structure, vols, ens)
+
+
+def _result(atoms: Atoms, structure: str, vols: list[float], ens: list[float]) -> EOSResult:
+    n = len(atoms)
+    try:
+        fit = fit_birch_murnaghan(vols, ens, float(np.linalg.norm(atoms.cell[0])),
+                                  float(atoms.get_volume()) / n)
+    except (ValueError, RuntimeError) as err:  # RuntimeError: curve_fit did not converge
+        return EOSResult(structure, n, vols, ens, None, str(err))
+    return EOSResult(structure, n, vols, ens, fit)
+
+
+def from_labelled(atoms: Atoms, structure: str, labelled: Sequence[Atoms]) -> EOSResult:
+    """The E(V) result of frames labelled elsewhere (the DFT points, via the label cache)."""
+    n = len(atoms)
+    vols = [float(a.get_volume()) / n for a in labelled]
+    ens = [float(a.get_potential_energy()) / n for a in labelled]
+    return _result(atoms, structure, vols, ens)
+
+
+def plot(results: dict[str, EOSResult], title: str) -> bytes:
+    """One panel: points and fitted curve per model, energies relative to each E0 so
+    curves with different absolute references (model vs DFT) overlay."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
+    for name, r in results.items():
+        v, e = np.asarray(r.volumes_A3_atom), np.asarray(r.energies_eV_atom)
+        ref = r.fit.e0_eV_atom if r.fit else float(e.min())
+        ax.plot(v, 1000 * (e - ref), "o", color=colour(name), ms=4)
+        label = name
+        if r.fit:
+            grid = np.linspace(v.min(), v.max(), 200)
+            f = r.fit
+            ax.plot(grid, 1000 * (birch_murnaghan(grid, f.e0_eV_atom, f.b0_GPa * GPa,
+                                                  f.b0_prime, f.v0_A3_atom) - ref),
+                    "-", color=colour(name), lw=1)
+            label = f"{name}: V0 {f.v0_A3_atom:.2f} Å³, B0 {f.b0_GPa:.0f} GPa"
+        ax.plot([], [], "o-", color=colour(name), label=label)
+    ax.set_xlabel("volume (Å³/atom)")
+    ax.set_ylabel("E − E0 (meV/atom)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return png(fig)

@@ -1,0 +1,240 @@
+"""Phonon dispersion and DOS by finite displacements (phonopy), on any ASE calculator.
+
+The band path comes from ASE's Brillouin-zone tables for the primitive cell phonopy
+finds (seekpath is not needed), or from a given special-point string. Frequencies are
+exact at q-points commensurate with the displacement supercell; that is what makes the
+DFT comparison affordable: displacing atoms in the structure's own cell (one to a few
+DFT runs) gives exact frequencies at Γ and at every special point commensurate with
+that cell (X for the conventional cubic cell), to compare with the models' values there.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+from pfd.validate._plot import colour, png, pyplot
+
+LabelFn = Callable[[list[Atoms]], list[np.ndarray]]  # displaced cells -> forces
+
+
+@dataclass(frozen=True)
+class PhononResult:
+    structure: str
+    a_A: float
+    supercell: list[int]
+    n_displacements: int
+    # band structure: one list per segment
+    segments_distance: list[list[float]]
+    segments_THz: list[list[list[float]]]  # [segment][q][band]
+    tick_positions: list[float]
+    tick_labels: list[str]
+    dos_frequency_THz: list[float]
+    dos: list[float]
+    min_frequency_THz: float
+    imaginary_modes: bool
+    special_THz: dict[str, list[float]]  # frequencies at commensurate special points
+    gamma_optical_THz: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PointPhonons:
+    """Frequencies at the special points commensurate with the structure's own cell."""
+
+    structure: str
+    a_A: float
+    n_displacements: int
+    special_THz: dict[str, list[float]]
+    gamma_optical_THz: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _phonopy(atoms: Atoms, supercell: Sequence[int], displacement_A: float) -> Any:
+    from phonopy import Phonopy
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    unit = PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=atoms.cell.array,
+                        scaled_positions=atoms.get_scaled_positions())
+    with warnings.catch_warnings():  # "auto" is meant: the band path needs the primitive
+        warnings.filterwarnings("ignore", message=".*primitive_matrix defaulted.*")
+        ph = Phonopy(unit, supercell_matrix=np.diag(list(supercell)), primitive_matrix="auto")
+    ph.generate_displacements(distance=displacement_A)
+    return ph
+
+
+def displaced_cells(atoms: Atoms, supercell: Sequence[int],
+                    displacement_A: float) -> list[Atoms]:
+    """The supercells phonopy needs forces for (deterministic: the DFT cache keys)."""
+    ph = _phonopy(atoms, supercell, displacement_A)
+    return [Atoms(sc.symbols, cell=sc.cell, positions=sc.positions, pbc=True)
+            for sc in ph.supercells_with_displacements]
+
+
+def _forces_with(calc: Calculator) -> LabelFn:
+    def forces(cells: list[Atoms]) -> list[np.ndarray]:
+        out = []
+        for c in cells:
+            c.calc = calc
+            out.append(np.array(c.get_forces()))
+        return out
+
+    return forces
+
+
+def _with_forces(atoms: Atoms, supercell: Sequence[int], displacement_A: float,
+                 forces: LabelFn) -> tuple[Any, int]:
+    ph = _phonopy(atoms, supercell, displacement_A)
+    cells = [Atoms(sc.symbols, cell=sc.cell, positions=sc.positions, pbc=True)
+             for sc in ph.supercells_with_displacements]
+    f = np.array(forces(cells))
+    f -= f.mean(axis=1, keepdims=True)  # drift from a finite basis/cutoff is not physics
+    ph.forces = f
+    ph.produce_force_constants()
+    ph.symmetrize_force_constants()
+    return ph, len(cells)
+
+
+def _primitive_atoms(ph: Any) -> Atoms:
+    p = ph.primitive
+    return Atoms(p.symbols, cell=p.cell, scaled_positions=p.scaled_positions, pbc=True)
+
+
+def _band_path(prim: Atoms, band_path: str | None) -> tuple[list[list[str]], dict[str,
+                                                                                np.ndarray]]:
+    from ase.dft.kpoints import parse_path_string
+
+    bp = prim.cell.bandpath(npoints=0)
+    special = {k: np.asarray(v, float) for k, v in bp.special_points.items()}
+    path = band_path or bp.path
+    labels = parse_path_string(path)
+    unknown = sorted({x for seg in labels for x in seg} - set(special))
+    if unknown:
+        raise ValueError(f"phonons.band_path: unknown special points {unknown} for this "
+                         f"lattice (known: {sorted(special)})")
+    return labels, special
+
+
+def _commensurate(prim: Atoms, cell: np.ndarray, special: dict[str, np.ndarray]) -> dict[
+        str, np.ndarray]:
+    """Special points whose phase is 1 on every lattice vector of ``cell``."""
+    rec = prim.cell.reciprocal()  # rows b_i with a_i . b_j = delta_ij (no 2 pi)
+    out = {}
+    for name, q in special.items():
+        x = cell @ (q @ rec)
+        if np.allclose(x, np.round(x), atol=1e-6):
+            out[name] = q
+    return out
+
+
+def _special_frequencies(ph: Any, points: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    return {("Γ" if k == "G" else k): sorted(float(f) for f in _frequencies(ph, q))
+            for k, q in sorted(points.items())}
+
+
+def _frequencies(ph: Any, q: Sequence[float]) -> np.ndarray:
+    return np.asarray(ph.run_qpoints([list(q)]).frequencies[0])
+
+
+def phonon_bands(atoms: Atoms, calc: Calculator | None, structure: str,
+                 supercell: Sequence[int] = (2, 2, 2), displacement_A: float = 0.01,
+                 band_path: str | None = None, band_points: int = 150,
+                 dos_mesh: Sequence[int] = (16, 16, 16), imaginary_tolerance_THz: float = 0.1,
+                 forces: LabelFn | None = None) -> PhononResult:
+    """Dispersion along the path, total DOS, and whether any mode is imaginary (phonopy
+    reports those as negative frequencies; below −tolerance counts, since acoustic
+    branches near Γ dip slightly negative from finite-difference noise)."""
+    if forces is None:
+        if calc is None:
+            raise ValueError("give a calculator or a forces function")
+        forces = _forces_with(calc)
+    ph, n_disp = _with_forces(atoms, supercell, displacement_A, forces)
+    prim = _primitive_atoms(ph)
+    labels, special = _band_path(prim, band_path)
+    pairs = [(s[i], s[i + 1]) for s in labels for i in range(len(s) - 1)]
+    n_seg = max(5, band_points // max(1, len(pairs)))
+    paths = [np.linspace(special[p], special[q], n_seg) for p, q in pairs]
+    ph.run_band_structure(paths)
+    bands = ph.band_structure
+    dist = [list(map(float, d)) for d in bands.distances]
+    freqs = [np.asarray(f).tolist() for f in bands.frequencies]
+    ticks, tick_labels = [dist[0][0]], [pairs[0][0]]
+    for k, (_, q) in enumerate(pairs):
+        end = dist[k][-1]
+        nxt = pairs[k + 1][0] if k + 1 < len(pairs) else None
+        ticks.append(end)
+        tick_labels.append(q if nxt is None or nxt == q else f"{q}|{nxt}")
+    ph.run_mesh(list(dos_mesh), is_gamma_center=True)
+    ph.run_total_dos()
+    dos = ph.total_dos
+    mesh_min = float(np.min(ph.mesh.frequencies))
+    fmin = min(mesh_min, float(min(np.min(f) for f in freqs)))
+    pts = _special_frequencies(ph, _commensurate(prim, atoms.cell.array, special))
+    gamma = _frequencies(ph, [0, 0, 0])
+    return PhononResult(
+        structure=structure, a_A=float(np.linalg.norm(atoms.cell[0])),
+        supercell=list(supercell), n_displacements=n_disp, segments_distance=dist,
+        segments_THz=freqs, tick_positions=ticks,
+        tick_labels=["Γ" if t == "G" else t.replace("G", "Γ") for t in tick_labels],
+        dos_frequency_THz=[float(x) for x in dos.frequency_points],
+        dos=[float(x) for x in dos.dos], min_frequency_THz=fmin,
+        imaginary_modes=fmin < -imaginary_tolerance_THz, special_THz=pts,
+        gamma_optical_THz=float(np.max(gamma)))
+
+
+def point_phonons(atoms: Atoms, calc: Calculator | None, structure: str,
+                  displacement_A: float = 0.01, forces: LabelFn | None = None) -> PointPhonons:
+    """Exact frequencies at Γ and the commensurate special points, displacing atoms in the
+    structure's own cell: few calculations, so affordable with DFT."""
+    if forces is None:
+        if calc is None:
+            raise ValueError("give a calculator or a forces function")
+        forces = _forces_with(calc)
+    ph, n_disp = _with_forces(atoms, (1, 1, 1), displacement_A, forces)
+    prim = _primitive_atoms(ph)
+    _, special = _band_path(prim, None)
+    pts = _special_frequencies(ph, _commensurate(prim, atoms.cell.array, special))
+    return PointPhonons(structure=structure, a_A=float(np.linalg.norm(atoms.cell[0])),
+                        n_displacements=n_disp, special_THz=pts,
+                        gamma_optical_THz=float(np.max(_frequencies(ph, [0, 0, 0]))))
+
+
+def plot(bands: dict[str, PhononResult], points: dict[str, PointPhonons], title: str) -> bytes:
+    """Dispersion (lines per model, DFT as markers at its exact points) and DOS."""
+    plt = pyplot()
+    fig, (ax, axd) = plt.subplots(1, 2, figsize=(8, 4), dpi=110, sharey=True,
+                                  gridspec_kw={"width_ratios": [3, 1]})
+    ref: PhononResult | None = next(iter(bands.values()), None)
+    for name, r in bands.items():
+        for d, f in zip(r.segments_distance, r.segments_THz, strict=True):
+            ax.plot(d, f, "-", color=colour(name), lw=0.9)
+        ax.plot([], [], "-", color=colour(name), label=name)
+        axd.plot(r.dos, r.dos_frequency_THz, "-", color=colour(name), lw=0.9)
+    if ref is not None:
+        for x in ref.tick_positions:
+            ax.axvline(x, color="grey", lw=0.5)
+        ax.set_xticks(ref.tick_positions, ref.tick_labels)
+        ax.set_xlim(ref.tick_positions[0], ref.tick_positions[-1])
+        where = {lab: x for x, lab in zip(ref.tick_positions, ref.tick_labels, strict=True)}
+        for name, p in points.items():
+            for lab, fs in p.special_THz.items():
+                if lab in where:
+                    ax.plot([where[lab]] * len(fs), fs, "o", mfc="none", ms=6,
+                            color=colour(name))
+            ax.plot([], [], "o", mfc="none", color=colour(name), label=f"{name} (exact points)")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_ylabel("frequency (THz)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    axd.set_xlabel("DOS")
+    return png(fig)

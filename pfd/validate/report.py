@@ -1,0 +1,303 @@
+"""The validation report: PNGs, markdown, self-contained HTML and ``validation.json``.
+
+The report is built once as a list of blocks (heading, text, table, image) and rendered
+twice, so the markdown (images linked next to it in the store) and the HTML (images
+inline as base64, one file to mail or open anywhere) can never say different things.
+``validation.json`` holds the numbers only, for scripts and ``pfd report``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pfd.store import ArtifactStore
+from pfd.validate import diffusion as dif
+from pfd.validate import eos, phonons
+from pfd.validate import parity as par
+from pfd.validate.run import DFT, ValidationResults
+
+MODEL_ORDER = ("teacher", "student", DFT)
+
+
+@dataclass(frozen=True)
+class Block:
+    kind: str  # "h2" | "p" | "table" | "img" | "pre"
+    text: str = ""
+    header: tuple[str, ...] = ()
+    rows: tuple[tuple[str, ...], ...] = ()
+    png: bytes = b""
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _order(names: Any) -> list[str]:
+    names = list(names)
+    return [n for n in MODEL_ORDER if n in names] + sorted(n for n in names
+                                                           if n not in MODEL_ORDER)
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s).strip("_")
+
+
+# --------------------------------------------------------------------------- numbers
+def summary_rows(res: ValidationResults) -> tuple[list[str], list[list[str]]]:
+    """The one table a reader looks at first: each property, each model side by side."""
+    models = _order({m for d in res.eos.values() for m in d} | set(res.vacancy)
+                    | set(res.phonons) | set(res.phonon_points) | set(res.diffusion))
+    rows: list[list[str]] = []
+    for st, by in res.eos.items():
+        def fit(m: str, attr: str, by: dict[str, eos.EOSResult] = by) -> Any:
+            r = by.get(m)
+            return getattr(r.fit, attr) if r is not None and r.fit is not None else None
+        rows.append([f"a0 {st} (Å)"] + [_f(fit(m, "a0_A"), 4) for m in models])
+        rows.append([f"B0 {st} (GPa)"] + [_f(fit(m, "b0_GPa"), 1) for m in models])
+    if res.vacancy:
+        rows.append(["vacancy formation (eV)"] + [
+            _f(res.vacancy[m].formation_eV) if m in res.vacancy else "–" for m in models])
+
+    def gamma(m: str) -> float | None:
+        if m in res.phonons:
+            return res.phonons[m].gamma_optical_THz
+        if m in res.phonon_points:
+            return res.phonon_points[m].gamma_optical_THz
+        return None
+
+    if res.phonons or res.phonon_points:
+        rows.append(["Γ optical phonon (THz)"] + [_f(gamma(m), 2) for m in models])
+        rows.append(["imaginary modes"] + [_f(res.phonons[m].imaginary_modes)
+                                           if m in res.phonons else "–" for m in models])
+    species = sorted({s for d in res.diffusion.values() for s in d.arrhenius})
+    for s in species:
+        def ea(m: str, s: str = s) -> str:
+            d = res.diffusion.get(m)
+            fit = d.arrhenius.get(s) if d else None
+            if fit is None:
+                return "no diffusion" if d else "–"
+            return f"{fit.ea_eV:.2f} ± {fit.ea_err_eV:.2f}"
+        rows.append([f"Ea {s} (eV)"] + [ea(m) for m in models])
+    return ["property", *models], rows
+
+
+def numbers(res: ValidationResults, run_id: str, models: dict[str, str],
+            plots: dict[str, str]) -> dict[str, Any]:
+    """``validation.json``: every figure of the report, no arrays of raw data."""
+    header, rows = summary_rows(res)
+    return {
+        "run_id": run_id, "models": models,
+        "summary": {"header": header, "rows": rows},
+        "eos": {st: {m: {"fit": r.fit.__dict__ if r.fit else None, "error": r.error,
+                         "n_points": len(r.volumes_A3_atom)} for m, r in by.items()}
+                for st, by in res.eos.items()},
+        "vacancy": {m: r.to_dict() for m, r in res.vacancy.items()},
+        "phonons": {m: {k: v for k, v in r.to_dict().items()
+                        if k not in ("segments_distance", "segments_THz", "dos",
+                                     "dos_frequency_THz")} for m, r in res.phonons.items()},
+        "phonon_points": {m: r.to_dict() for m, r in res.phonon_points.items()},
+        "diffusion": {m: {"structure": d.structure,
+                          "arrhenius": {s: (f.to_dict() if f else None)
+                                        for s, f in d.arrhenius.items()},
+                          "notes": d.notes,
+                          "temperatures": [{"temperature_K": r.temperature_K,
+                                            "mean_temperature_K": r.mean_temperature_K,
+                                            "d_A2_ps": r.d_A2_ps, "d_err_A2_ps": r.d_err_A2_ps}
+                                           for r in d.runs]}
+                      for m, d in res.diffusion.items()},
+        "parity": {ds: {m: r.summary() for m, r in by.items()} for ds, by in res.parity.items()},
+        "dft": {"computed": res.dft_computed, "cached": res.dft_cached},
+        "errors": res.errors, "skipped": res.skipped, "timings_s": res.timings_s,
+        "compute_s": res.compute_s,
+        "reused": res.reused,
+        "plots": plots,
+    }
+
+
+# --------------------------------------------------------------------------- blocks
+def blocks(res: ValidationResults, run_id: str, models: dict[str, str]) -> tuple[
+        list[Block], dict[str, bytes]]:
+    out: list[Block] = [Block("h1", f"Validation of run `{run_id}`")]
+    out.append(Block("p", "Models: " + ", ".join(f"**{m}** `{k}`" for m, k in models.items())
+                     + f". DFT frames: {res.dft_computed} computed, {res.dft_cached} from "
+                     "the label cache."))
+    header, rows = summary_rows(res)
+    out.append(Block("table", header=tuple(header), rows=tuple(tuple(r) for r in rows)))
+    pngs: dict[str, bytes] = {}
+
+    def img(name: str, data: bytes, caption: str) -> None:
+        pngs[name] = data
+        out.append(Block("img", caption, png=data, header=(name,)))
+
+    if res.eos:
+        out.append(Block("h2", "Energy–volume curves (Birch–Murnaghan)"))
+        body = []
+        for st, by in res.eos.items():
+            for m in _order(by):
+                r = by[m]
+                f = r.fit
+                body.append((st, m, str(len(r.volumes_A3_atom)),
+                             _f(f.a0_A if f else None, 4), _f(f.v0_A3_atom if f else None),
+                             _f(f.b0_GPa if f else None, 1), _f(f.b0_prime if f else None, 2),
+                             _f(f.rms_residual_meV_atom if f else None, 2), r.error or ""))
+            img(f"eos-{_slug(st)}.png", eos.plot({m: by[m] for m in _order(by)},
+                                                 f"E(V) {st} — {run_id}"), f"E(V) of {st}")
+        out.insert(len(out) - len(res.eos), Block(
+            "table", header=("structure", "model", "points", "a0 (Å)", "V0 (Å³/atom)",
+                             "B0 (GPa)", "B0'", "fit rms (meV/atom)", "note"),
+            rows=tuple(body)))
+    if res.vacancy:
+        out.append(Block("h2", "Vacancy formation energy (relaxed ions, fixed cell)"))
+        out.append(Block("table", header=("model", "atoms", "a (Å)", "E_f unrelaxed (eV)",
+                                          "E_f relaxed (eV)", "steps", "converged",
+                                          "max |F| (eV/Å)"),
+                         rows=tuple((m, str(r.n_atoms_bulk), _f(r.a_A, 4),
+                                     _f(r.formation_unrelaxed_eV), _f(r.formation_eV),
+                                     str(r.relax_steps), _f(r.relax_converged),
+                                     _f(r.max_force_eV_A))
+                                    for m in _order(res.vacancy)
+                                    for r in [res.vacancy[m]])))
+    if res.phonons or res.phonon_points:
+        out.append(Block("h2", "Phonons (phonopy, finite displacements)"))
+        rows_p = []
+        for m in _order(set(res.phonons) | set(res.phonon_points)):
+            src: Any = res.phonons.get(m) or res.phonon_points[m]
+            pts = "; ".join(f"{k}: " + ", ".join(f"{x:.2f}" for x in v)
+                            for k, v in src.special_THz.items())
+            pr = res.phonons.get(m)
+            rows_p.append((m, _f(src.a_A, 4), _f(src.gamma_optical_THz, 2),
+                           _f(pr.min_frequency_THz, 3) if pr else "–",
+                           _f(pr.imaginary_modes) if pr else "–", pts))
+        out.append(Block("table", header=("model", "a (Å)", "Γ optical (THz)",
+                                          "min frequency (THz)", "imaginary", "exact points "
+                                          "(THz)"), rows=tuple(rows_p)))
+        if res.phonons:
+            img("phonons.png", phonons.plot({m: res.phonons[m] for m in _order(res.phonons)},
+                                            res.phonon_points, f"Phonons — {run_id}"),
+                "Phonon dispersion and DOS")
+    for m in _order(res.diffusion):
+        d = res.diffusion[m]
+        out.append(Block("h2", f"MD with the {m}: RDF, MSD, diffusion ({d.structure})"))
+        rows_d = []
+        for r in d.runs:
+            for s in r.d_A2_ps:
+                rows_d.append((f"{r.temperature_K:g}", f"{r.mean_temperature_K:.0f}", s,
+                               f"{r.d_A2_ps[s] * dif.A2_PS_TO_CM2_S:.3e}",
+                               f"{r.d_err_A2_ps[s] * dif.A2_PS_TO_CM2_S:.1e}"))
+        out.append(Block("table", header=("T (K)", "mean T (K)", "species", "D (cm²/s)",
+                                          "± (cm²/s)"), rows=tuple(rows_d)))
+        for s, fit in d.arrhenius.items():
+            if fit is not None:
+                out.append(Block("p", f"{s}: Ea = {fit.ea_eV:.3f} ± {fit.ea_err_eV:.3f} eV, "
+                                      f"D0 = {fit.d0_cm2_s:.3e} cm²/s"))
+        for s, note in d.notes.items():
+            out.append(Block("p", f"{s}: {note}."))
+        img(f"diffusion-{_slug(m)}.png", dif.plot(d, f"{m} — {run_id}"), f"MD with the {m}")
+    if res.parity:
+        out.append(Block("h2", "Parity on the labelled datasets"))
+        rows_q = []
+        for ds, by in res.parity.items():
+            for m in _order(by):
+                r = by[m]
+                rows_q.append((ds, m, str(r.n_frames), _f(r.energy_rmse_meV_atom, 2),
+                               _f(r.force_rmse_eV_A, 4), _f(r.stress_rmse_GPa, 3)))
+        out.append(Block("table", header=("dataset", "model", "frames", "E RMSE (meV/atom)",
+                                          "F RMSE (eV/Å)", "S RMSE (GPa)"), rows=tuple(rows_q)))
+        for ds, by in res.parity.items():
+            img(f"parity-{_slug(ds)}.png", par.plot({m: by[m] for m in _order(by)}, ds),
+                f"parity on {ds}")
+    if res.skipped:
+        out.append(Block("p", "Skipped (DFT off, labels not in the cache): "
+                         + ", ".join(f"`{k}`" for k in res.skipped) + "."))
+    if res.errors:
+        out.append(Block("h2", "Failed properties"))
+        for k, v in res.errors.items():
+            out.append(Block("pre", f"{k}: {v}"))
+    return out, pngs
+
+
+def to_markdown(bl: list[Block], image_dir: str) -> str:
+    lines: list[str] = []
+    for b in bl:
+        if b.kind == "h1":
+            lines += [f"# {b.text}", ""]
+        elif b.kind == "h2":
+            lines += [f"## {b.text}", ""]
+        elif b.kind == "p":
+            lines += [b.text, ""]
+        elif b.kind == "pre":
+            lines += ["```", b.text, "```", ""]
+        elif b.kind == "table":
+            lines += ["| " + " | ".join(b.header) + " |", "|" + "---|" * len(b.header)]
+            lines += ["| " + " | ".join(r) + " |" for r in b.rows] + [""]
+        elif b.kind == "img":
+            lines += [f"![{b.text}]({image_dir}/{b.header[0]})", ""]
+    return "\n".join(lines)
+
+
+def _inline(text: str) -> str:
+    """The little markdown the blocks use: **bold** and `code`."""
+    out, parts = [], html.escape(text).split("`")
+    for i, p in enumerate(parts):
+        if i % 2:
+            out.append(f"<code>{p}</code>")
+        else:
+            bold = p.split("**")
+            out.append("".join(f"<b>{x}</b>" if j % 2 else x for j, x in enumerate(bold)))
+    return "".join(out)
+
+
+def to_html(bl: list[Block], title: str) -> str:
+    body = []
+    for b in bl:
+        if b.kind in ("h1", "h2"):
+            body.append(f"<{b.kind}>{_inline(b.text)}</{b.kind}>")
+        elif b.kind == "p":
+            body.append(f"<p>{_inline(b.text)}</p>")
+        elif b.kind == "pre":
+            body.append(f"<pre>{html.escape(b.text)}</pre>")
+        elif b.kind == "table":
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                           for r in b.rows)
+            body.append(f"<table><tr>{head}</tr>{rows}</table>")
+        elif b.kind == "img":
+            data = base64.b64encode(b.png).decode()
+            body.append(f'<figure><img alt="{html.escape(b.text)}" '
+                        f'src="data:image/png;base64,{data}"><figcaption>'
+                        f"{html.escape(b.text)}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+             "padding:3px 8px;text-align:right}img{max-width:100%}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
+
+
+def write_report(store: ArtifactStore, report_prefix: str, res: ValidationResults,
+                 run_id: str, models: dict[str, str]) -> dict[str, Any]:
+    """PNGs under ``<prefix>/validation/``, then validation.md/.html, then
+    validation.json last (the completion marker ``pfd report`` reads)."""
+    bl, pngs = blocks(res, run_id, models)
+    plots = {}
+    for name, data in pngs.items():
+        key = f"{report_prefix}/validation/{name}"
+        store.put_bytes(key, data)
+        plots[name] = key
+    md = to_markdown(bl, "validation")
+    store.put_text(f"{report_prefix}/validation.md", md)
+    store.put_text(f"{report_prefix}/validation.html", to_html(bl, f"Validation {run_id}"))
+    nums = numbers(res, run_id, models, plots)
+    store.put_json(f"{report_prefix}/validation.json", nums)
+    return {"markdown": md, "json": f"{report_prefix}/validation.json",
+            "html": f"{report_prefix}/validation.html", "plots": plots,
+            "summary": nums["summary"], "errors": res.errors}

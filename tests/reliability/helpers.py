@@ -1,0 +1,154 @@
+"""Shared pieces of the fault-injection tests: the real CLI, wrapper engines, process-tree
+kills, and the ledger of faults whose totals go into docs/reliability.md."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from pfd.frames import frame_hash
+from pfd.store import ArtifactStore
+
+ROOT = Path(__file__).resolve().parents[2]
+PFD = str(Path(sys.executable).parent / "pfd")
+MINI = Path(__file__).resolve().parent / "data" / "mini.yaml"
+# a credential that must never appear anywhere a run writes or prints
+SECRET = "pfd-rel-S3CRET-9b1f7c2e"
+
+
+@dataclass
+class Fault:
+    """One injected fault and what it cost: the row of docs/reliability.md's table."""
+
+    test: str
+    fault: str
+    injected: int = 1
+    runs_completed: int = 0
+    frames_lost: int = 0
+    dft_repeated: int = 0
+    outcome: str = ""
+
+
+LEDGER: list[Fault] = []
+
+
+def record(fault: Fault) -> None:
+    LEDGER.append(fault)
+
+
+def ledger_dicts() -> list[dict[str, Any]]:
+    return [asdict(f) for f in LEDGER]
+
+
+# --------------------------------------------------------------------------- the CLI
+def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PFD_TEST_PW_LOG=str(tmp / "pw-calls.log"), **extra)
+    for var in ("PREFECT_API_URL", "PFD_STORE"):
+        env.pop(var, None)
+    return env
+
+
+def check_command() -> str:
+    """``pfd check`` (the name after the rename), or ``validate`` while it is not there yet."""
+    out = subprocess.run([PFD, "--help"], capture_output=True, text=True, timeout=60)
+    return "check" if "│ check " in out.stdout or "\n  check " in out.stdout else "validate"
+
+
+def pfd(args: list[str], cwd: Path, env: dict[str, str],
+        timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PFD, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# --------------------------------------------------------------------------- wrappers
+def write_script(path: Path, body: str) -> str:
+    path.write_text("#!/usr/bin/env bash\n" + body.strip() + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+# Logs the frame of every real DFT call (the scratch directory starts with the frame
+# hash), then runs pw.x. The version probe (no arguments) is not a DFT call.
+COUNTING = """
+if [ "$1" = -in ]; then basename "$PWD" | cut -c1-16 >> "$PFD_TEST_PW_LOG"; fi
+{before}
+exec pw.x "$@"
+"""
+
+
+def counting_wrapper(tmp: Path, before: str = "") -> str:
+    return write_script(tmp / "pw-counting.sh", COUNTING.format(before=before))
+
+
+def pw_calls(tmp: Path) -> list[str]:
+    log = tmp / "pw-calls.log"
+    return log.read_text().split() if log.exists() else []
+
+
+def mini_config(tmp: Path, command: str, **labeller: Any) -> Path:
+    cfg = yaml.safe_load(MINI.read_text())
+    cfg["labeller"]["qe"]["command"] = command
+    cfg["labeller"].update(labeller)
+    path = tmp / "mini.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+# --------------------------------------------------------------------------- killing
+def kill_tree(proc: subprocess.Popen[Any] | psutil.Process) -> int:
+    """SIGKILL a process and every descendant (Dask workers, pw.x in its own session):
+    what a node crash or an OOM kill of the whole job does. Returns how many died."""
+    root = psutil.Process(proc.pid)
+    victims = [root, *root.children(recursive=True)]
+    for p in victims:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=10)
+    if isinstance(proc, subprocess.Popen):
+        proc.wait()
+    return len(victims)
+
+
+def wait_for(cond: Callable[[], bool], proc: subprocess.Popen[Any] | None, what: str,
+             timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended (rc {proc.returncode}) before {what}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --------------------------------------------------------------------------- datasets
+def dft_frames(store: ArtifactStore, run_id: str) -> list[tuple[str, str, float]]:
+    """(dataset, frame hash, energy) of every DFT-labelled frame of a run, sorted."""
+    out = []
+    for key in store.list(f"runs/{run_id}/"):
+        if key.endswith("labelled.extxyz"):
+            for a in store.get_frames(key):
+                out.append((key.split("/")[2], frame_hash(a),
+                            round(float(a.get_potential_energy()), 6)))
+    return sorted(out)
+
+
+def cached_hashes(store: ArtifactStore, suffix: str = ".extxyz") -> set[str]:
+    """Frame hashes (16-char prefixes) with a stored label (or a stored permanent failure)."""
+    return {k.rsplit("/", 1)[1][:16] for k in store.list("labels/") if k.endswith(suffix)
+            and (suffix != ".extxyz" or not k.endswith(".failed.json"))}
