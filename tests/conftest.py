@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from s3server import SECRET, free_port
+from s3server import SECRET, SWIFT_SCRIPT, SYSTEM_PYTHON, SwiftServer, free_port, swift_available
 
 
 @pytest.fixture(scope="session")
@@ -39,44 +36,10 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-REPO = Path(__file__).resolve().parents[1]
-SWIFT_SCRIPT = REPO / "scripts" / "swift_s3.py"
-
-
-@dataclass(frozen=True)
-class SwiftServer:
-    """A running Swift+s3api instance: its endpoint, credentials and control directory."""
-
-    root: Path
-    env: dict[str, str]
-
-    @property
-    def endpoint(self) -> str:
-        return self.env["PFD_S3_ENDPOINT_URL"]
-
-    def stop_proxy(self) -> None:
-        """Take only the S3 front end down; the storage servers keep their data."""
-        subprocess.run([SYSTEM_PYTHON, str(SWIFT_SCRIPT), "stop-proxy", str(self.root)],
-                       check=True)
-
-    def start_proxy(self) -> None:
-        subprocess.run([SYSTEM_PYTHON, str(SWIFT_SCRIPT), "start-proxy", str(self.root)],
-                       check=True)
-
-
-SYSTEM_PYTHON = "/usr/bin/python3"
-
-
-def _swift_available() -> bool:
-    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import swift.common.middleware.s3api"],
-                           capture_output=True)
-    return probe.returncode == 0 and shutil.which("swift-ring-builder") is not None
-
-
 @pytest.fixture(scope="session")
 def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftServer]:
     """OpenStack Swift with s3api from Debian packages (scripts/install-system-deps.sh)."""
-    if not _swift_available():
+    if not swift_available():
         msg = ("OpenStack Swift (Debian swift-proxy swift-account swift-container "
                "swift-object) is not installed: run scripts/install-system-deps.sh")
         if os.environ.get("CI"):

@@ -224,12 +224,11 @@ _READ_TASK_STATES = """
 import json, sys
 from datetime import datetime
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
 since = datetime.fromisoformat(sys.argv[1])
 with get_client(sync_client=True) as c:
-    runs = c.read_task_runs(task_run_filter=TaskRunFilter(
-        expected_start_time=TaskRunFilterStartTime(after_=since)))
-print(json.dumps([[r.name, r.state.name if r.state else None] for r in runs]))
+    runs = c.read_task_runs(limit=200)
+print(json.dumps([[r.name, r.state.name if r.state else None] for r in runs
+                  if r.expected_start_time and r.expected_start_time >= since]))
 """
 
 
@@ -245,7 +244,7 @@ def test_finished_rerun_hits_prefect_cache(run: dict[str, Any]) -> None:
               if not n.startswith("pfd-")]
     names = {name.rsplit("-", 1)[0] for name, _ in states}
     assert {"finetune", "explore", "label", "train-student"} <= names, states
-    assert all(state == "Cached" for _, state in states), states
+    assert [x for x in states if x[1] != "Cached"] == []
 
 
 def test_prefect_artifacts_published(run: dict[str, Any]) -> None:

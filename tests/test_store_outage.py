@@ -13,7 +13,7 @@ import uuid
 
 import numpy as np
 import pytest
-from conftest import SwiftServer
+from s3server import SwiftServer
 
 from pfd.store import S3Store, StoreError
 

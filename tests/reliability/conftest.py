@@ -8,10 +8,7 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,15 +16,13 @@ from helpers import (
     LEDGER,
     ROOT,
     SECRET,
+    ReferenceRun,
     cli_env,
-    counting_wrapper,
     ledger_dicts,
-    mini_config,
     pfd,
     pw_calls,
+    run_setup,
 )
-
-from pfd.store import ArtifactStore
 
 _START, _END = "<!-- reliability:start -->", "<!-- reliability:end -->"
 
@@ -65,54 +60,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 f"`{result['command']}`, {session.testsfailed} failed test(s):\n\n"
                 f"{_table(rows)}\n")
         doc.write_text(head + _START + body + _END + tail)
-
-
-# --------------------------------------------------------------------------- runs
-def starved_frame_prefix(config: Path) -> str:
-    """The hash prefix of one perturbed initial frame: the wrappers starve its SCF, so every
-    whole run here also carries a DFT failure it must survive under the failure limit."""
-    from pfd.config import load_config
-    from pfd.frames import frame_hash
-    from pfd.perturb import perturb
-    from pfd.structures import load_structures
-
-    cfg = load_config(config)
-    structures = load_structures(cfg)
-    p = cfg.init.perturb
-    base = [a for name in cfg.init.structures for a in structures[name]]
-    frames = perturb(base, p.n_per_structure, p.atom_displacement_A, p.cell_strain,
-                     p.displacement_style, p.seed, p.include_unperturbed,
-                     atom_fraction=p.atom_fraction, supercell=p.supercell)
-    return frame_hash(frames[2])[:16]
-
-
-# every call sleeps 1 s (a window to kill in), and one frame's SCF gets 1 step: a real
-# unconverged pw.x run that custodian's fixes cannot rescue (the wrapper undoes them)
-STARVE = """
-sleep 1
-case "$(basename "$PWD")" in {prefix}*)
-  sed -i -E 's/^( *electron_maxstep *= *).*/\\1 1/' pw.in ;;
-esac
-"""
-
-
-def run_setup(tmp: Path) -> tuple[Path, str]:
-    """(config, starved frame prefix) for a whole mini run under the counting wrapper."""
-    cfg = mini_config(tmp, "pw.x", max_failure_fraction=0.3)
-    prefix = starved_frame_prefix(cfg)
-    cfg = mini_config(tmp, counting_wrapper(tmp, STARVE.format(prefix=prefix)),
-                      max_failure_fraction=0.3)
-    return cfg, prefix
-
-
-@dataclass
-class ReferenceRun:
-    tmp: Path
-    store: ArtifactStore
-    env: dict[str, str]
-    out: subprocess.CompletedProcess[str]
-    starved: str
-    calls: list[str]
 
 
 @pytest.fixture(scope="session")

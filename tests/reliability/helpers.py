@@ -152,3 +152,51 @@ def cached_hashes(store: ArtifactStore, suffix: str = ".extxyz") -> set[str]:
     """Frame hashes (16-char prefixes) with a stored label (or a stored permanent failure)."""
     return {k.rsplit("/", 1)[1][:16] for k in store.list("labels/") if k.endswith(suffix)
             and (suffix != ".extxyz" or not k.endswith(".failed.json"))}
+
+
+# --------------------------------------------------------------------------- runs
+def starved_frame_prefix(config: Path) -> str:
+    """The hash prefix of one perturbed initial frame: the wrappers starve its SCF, so every
+    whole run here also carries a DFT failure it must survive under the failure limit."""
+    from pfd.config import load_config
+    from pfd.frames import frame_hash
+    from pfd.perturb import perturb
+    from pfd.structures import load_structures
+
+    cfg = load_config(config)
+    structures = load_structures(cfg)
+    p = cfg.init.perturb
+    base = [a for name in cfg.init.structures for a in structures[name]]
+    frames = perturb(base, p.n_per_structure, p.atom_displacement_A, p.cell_strain,
+                     p.displacement_style, p.seed, p.include_unperturbed,
+                     atom_fraction=p.atom_fraction, supercell=p.supercell)
+    return frame_hash(frames[2])[:16]
+
+
+# every call sleeps 1 s (a window to kill in), and one frame's SCF gets 1 step: a real
+# unconverged pw.x run that custodian's fixes cannot rescue (the wrapper undoes them)
+STARVE = """
+sleep 1
+case "$(basename "$PWD")" in {prefix}*)
+  sed -i -E 's/^( *electron_maxstep *= *).*/\\1 1/' pw.in ;;
+esac
+"""
+
+
+def run_setup(tmp: Path) -> tuple[Path, str]:
+    """(config, starved frame prefix) for a whole mini run under the counting wrapper."""
+    cfg = mini_config(tmp, "pw.x", max_failure_fraction=0.3)
+    prefix = starved_frame_prefix(cfg)
+    cfg = mini_config(tmp, counting_wrapper(tmp, STARVE.format(prefix=prefix)),
+                      max_failure_fraction=0.3)
+    return cfg, prefix
+
+
+@dataclass
+class ReferenceRun:
+    tmp: Path
+    store: ArtifactStore
+    env: dict[str, str]
+    out: subprocess.CompletedProcess[str]
+    starved: str
+    calls: list[str]

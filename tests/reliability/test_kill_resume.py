@@ -18,16 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import ReferenceRun, run_setup
 from helpers import (
     PFD,
     Fault,
+    ReferenceRun,
     cached_hashes,
     cli_env,
     dft_frames,
     kill_tree,
     pw_calls,
     record,
+    run_setup,
     wait_for,
 )
 

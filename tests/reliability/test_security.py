@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ReferenceRun
-from helpers import SECRET, Fault, cli_env, pfd, record
+from helpers import SECRET, Fault, ReferenceRun, cli_env, pfd, record
 
 from pfd.config import PFDConfig
 from pfd.steps import RunContext

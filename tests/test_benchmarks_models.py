@@ -1,0 +1,186 @@
+"""The model benchmarks (P1 learning curves, P2 MD speed, P3 distillation fidelity).
+
+Their --quick modes run here so the scripts cannot rot; the helpers that decide the
+figures of merit are tested on numbers whose answer is known.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SI_DATA = ROOT.parent / "shared/data/pfd-paper/Si/train.extxyz"
+needs_si = pytest.mark.skipif(not SI_DATA.is_file(), reason=f"{SI_DATA} not available")
+
+
+def _module(name: str) -> ModuleType:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(script: str, out: Path, timeout: int = 600) -> dict:
+    res = subprocess.run([sys.executable, f"benchmarks/{script}.py", "--quick", "--out-dir",
+                          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    data = json.loads((out / f"benchmarks/results/{script}_quick.json").read_text())
+    assert data["machine"] and data["date"] and f"{script}.py --quick" in data["command"]
+    md = (out / "docs/benchmarks.md").read_text()
+    assert f"<!-- {script}_quick:start -->" in md and f"<!-- {script}_quick:end -->" in md
+    return data
+
+
+# ----------------------------------------------------------------------- quick modes
+
+
+@pytest.mark.slow
+@needs_si
+def test_p1_quick(tmp_path: Path) -> None:
+    res = _run("p1_learning_curve", tmp_path)
+    assert res["complete"] is True
+    assert set(res["curves"]) == {"finetuned", "sevennet_scratch", "deepmd_scratch"}
+    for arm, curve in res["curves"].items():
+        (p,) = curve
+        assert p["n_train"] == 4, arm
+        assert 0 < p["force_rmse_eV_A"] < 5 and math.isfinite(p["energy_rmse_meV_atom"])
+        assert (tmp_path / p["model"]).is_dir()
+    # the foundation knows Si forces already; random weights after one epoch do not
+    ft, scratch = res["curves"]["finetuned"][0], res["curves"]["sevennet_scratch"][0]
+    assert ft["force_rmse_eV_A"] < scratch["force_rmse_eV_A"]
+    assert "frames_ratio_at_F0.10" in res and res["frames_needed"]["max_tested"] == 4
+    assert (tmp_path / res["plot"]).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@needs_si
+def test_p2_quick(tmp_path: Path) -> None:
+    res = _run("p2_md_speed", tmp_path)
+    assert res["complete"] is True
+    for model in ("teacher", "student", "student_compressed"):
+        (case,) = res["cases"][model]
+        assert case["status"] == "ok" and case["natoms"] == 64, case
+        assert case["ms_per_atom_step"] > 0 and case["steps"] >= 2 and case["peak_rss_gib"] > 0
+    for key, suffix in (("cpu_ms_per_atom_step", ""), ("ms_per_atom_step", "_wall")):
+        t = res["cases"]["teacher"][0][key]
+        s = res["cases"]["student_compressed"][0][key]
+        assert res[f"student_over_teacher_speedup_64{suffix}"] == pytest.approx(t / s, rel=0.02)
+    assert res["student_over_teacher_speedup_64"] > 2  # SevenNet-0 is far costlier
+    assert res["lammps"].startswith(("not available", "not run"))
+
+
+@pytest.mark.slow
+@needs_si
+def test_p3_quick(tmp_path: Path) -> None:
+    res = _run("p3_distill_fidelity", tmp_path)
+    t = res["teacher"]["test_vs_dft"]["force_rmse_eV_A"]
+    s = res["student"]["test_vs_dft"]["force_rmse_eV_A"]
+    assert 0 < t < 1 and 0 < s < 5
+    assert res["student_over_teacher_force_rmse"] == pytest.approx(s / t, abs=2e-3)
+    assert res["meets_target"] == (res["student_over_teacher_force_rmse"] <= 1.3)
+    assert res["synthetic_frames"]["frames"] == 4 and res["synthetic_frames"]["atoms"] > 0
+
+
+# ----------------------------------------------------------------------- helpers
+
+
+def test_p1_ratio_and_bound() -> None:
+    p1 = _module("p1_learning_curve")
+
+    def c(*pts: tuple[int, float]) -> list[dict]:
+        return [{"n_train": n, "force_rmse_eV_A": f} for n, f in pts]
+
+    curves = {"finetuned": c((10, 0.12), (25, 0.09)),
+              "sevennet_scratch": c((100, 0.2), (400, 0.08)),
+              "deepmd_scratch": c((100, 0.15), (200, 0.095), (400, 0.07))}
+    out = p1.frames_ratio(curves, 0.10)
+    assert out["frames_ratio_at_F0.10"] == 8.0 and out["best_scratch_arm"] == "deepmd_scratch"
+    # no from-scratch arm reached the target: only a lower bound, set by the arm that
+    # was tried on the fewest frames (100 / 25)
+    curves["deepmd_scratch"] = c((400, 0.2))
+    curves["sevennet_scratch"] = c((100, 0.3))
+    out = p1.frames_ratio(curves, 0.10)
+    assert out["frames_ratio_at_F0.10"] is None and out["frames_ratio_lower_bound"] == 4.0
+    assert out["frames_ratio_lower_bound_by_arm"] == {"sevennet_scratch": 4.0,
+                                                      "deepmd_scratch": 16.0}
+    # the fine-tuned model never got there: nothing to divide by
+    curves["finetuned"] = c((400, 0.11))
+    assert p1.frames_ratio(curves, 0.10)["frames_ratio_lower_bound"] is None
+
+
+def test_p1_power_law_extrapolation() -> None:
+    p1 = _module("p1_learning_curve")
+    curve = [{"n_train": n, "force_rmse_eV_A": 0.8 * n ** -0.5} for n in (25, 100, 400)]
+    assert p1.extrapolated_frames(curve, 0.10) == pytest.approx(64.0, rel=1e-3)
+    flat = [{"n_train": n, "force_rmse_eV_A": 0.3} for n in (25, 100, 400)]
+    assert p1.extrapolated_frames(flat, 0.10) is None
+
+
+@needs_si
+def test_split_nested_and_held_out() -> None:
+    sd = _module("_si_data")
+    split = sd.load_split()
+    small, big = split.train(10), split.train(400)
+    assert big[:10] == small  # nested training sets
+    assert not set(big) & (set(split.test) | set(split.valid))
+    assert 95 <= len(split.test) <= 110
+    with pytest.raises(ValueError, match="training size"):
+        split.train(len(split.pool) + 1)
+
+
+def test_offset_refit_removes_only_a_constant() -> None:
+    from ase.build import bulk
+
+    from pfd.frames import attach_labels
+
+    sd = _module("_si_data")
+    ref, shifted, noisy = [], [], []
+    rng = np.random.default_rng(0)
+    for k in range(5):
+        a = bulk("Si", "diamond", a=5.43).repeat((1, 1, k + 1))
+        e = -5.4 * len(a) + 0.01 * k
+        f = np.zeros((len(a), 3))
+        ref.append(attach_labels(a, e, f))
+        shifted.append(attach_labels(a, e + 3.0 * len(a), f))  # another energy reference
+        noisy.append(attach_labels(a, e + len(a) * rng.normal(0, 0.02), f))
+    assert sd.offset_refit_energy_rmse(ref, shifted) == pytest.approx(0.0, abs=1e-9)
+    assert sd.offset_refit_energy_rmse(ref, noisy) > 1.0  # meV/atom: real errors stay
+
+
+def test_p2_kills_a_case_above_the_memory_cap() -> None:
+    p2 = _module("p2_md_speed")
+    args = argparse.Namespace(timed_s=1.0, max_steps=2, mem_cap_gib=0.05, case_timeout_s=120)
+    rec = p2.measure("teacher", "7net-0", 64, args)
+    assert rec["status"] == "exceeded cap" and rec["peak_rss_gib"] > 0.05
+
+
+def test_sevennet_random_init_is_finite_and_not_the_foundation(tmp_path: Path) -> None:
+    from ase.build import bulk
+
+    from pfd.frames import attach_labels
+    from pfd.models import sevennet
+
+    a = bulk("Si", "diamond", a=5.43, cubic=True)
+    a.rattle(0.05, seed=1)
+    frames = [attach_labels(a, -43.0, np.zeros((8, 3)))]
+    st = sevennet.FinetuneSettings(epochs=0, random_init=True)
+    model = sevennet.finetune(frames, [], tmp_path, st)
+    rnd = a.copy()
+    rnd.calc = sevennet.load_calculator(model)
+    found = a.copy()
+    found.calc = sevennet.foundation_calculator()
+    f_rnd, f_found = rnd.get_forces(), found.get_forces()
+    assert np.isfinite(f_rnd).all() and np.isfinite(rnd.get_potential_energy())
+    assert np.abs(f_rnd - f_found).max() > 1e-3
