@@ -23,12 +23,19 @@ from typing import Any
 from pfd.store import LocalStore
 
 FAN_OUT = ("init-dataset", "explore", "label")
+SUBFLOWS = ("pfd-stage", "pfd-distill")
 
 _TASK_TIMES = """
 import json
 from prefect.client.orchestration import get_client
 with get_client(sync_client=True) as c:
-    runs = c.read_task_runs()
+    runs, offset = [], 0
+    while True:  # the API serves at most 200 per call
+        page = c.read_task_runs(limit=200, offset=offset)
+        runs += page
+        offset += len(page)
+        if len(page) < 200:
+            break
 print(json.dumps([[r.name, r.total_run_time.total_seconds(),
                    r.state.name if r.state else None] for r in runs]))
 """
@@ -69,6 +76,8 @@ def overhead(store: LocalStore, rid: str, wall_s: float, env: dict[str, str],
     per_task: dict[str, float] = {}
     for name, secs, _ in tasks:
         base = name.rsplit("-", 1)[0]
+        if base in SUBFLOWS:  # a subflow's wrapper run: its tasks are counted themselves
+            continue
         per_task[base] = per_task.get(base, 0.0) + secs
     groups = _item_groups(store, rid)
     fan_compute = sum(makespan(d, workers) for d in groups.values())

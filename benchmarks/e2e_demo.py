@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=ROOT,
                     help="where benchmarks/results/*.json and docs/benchmarks.md go "
                          "(default: the repository)")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="run in this directory and keep its store (for validation_si.py)")
     args = ap.parse_args()
     config = ROOT / ("tests/data/tiny.yaml" if args.quick else "examples/si/pfd.yaml")
     name = "e2e_demo_quick" if args.quick else "e2e_demo"
@@ -49,7 +51,8 @@ def main() -> None:
         os.execv(venv_python, [str(venv_python), __file__, *argv, "--skip-install",
                                f"--install-seconds={install_s:.1f}"])
 
-    work = Path(tempfile.mkdtemp(prefix="pfd-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="pfd-bench-")) if args.keep is None else args.keep
+    work.mkdir(parents=True, exist_ok=True)
     store = work / "store"
     env["PREFECT_HOME"] = str(work / "prefect-home")  # task run times are read back from it
     t1 = time.perf_counter()
@@ -119,7 +122,8 @@ def main() -> None:
     body += overhead_markdown(result["orchestration"])
     update_markdown(args.out_dir / "docs" / "benchmarks.md", name, "\n".join(body))
     print(json.dumps(result, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
