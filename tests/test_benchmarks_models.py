@@ -18,6 +18,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from pfd.models.deepmd_export import default_env_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 SI_DATA = ROOT.parent / "shared/data/pfd-paper/Si/train.extxyz"
 needs_si = pytest.mark.skipif(not SI_DATA.is_file(), reason=f"{SI_DATA} not available")
@@ -78,7 +80,49 @@ def test_p2_quick(tmp_path: Path) -> None:
         s = res["cases"]["student_compressed"][0][key]
         assert res[f"student_over_teacher_speedup_64{suffix}"] == pytest.approx(t / s, rel=0.02)
     assert res["student_over_teacher_speedup_64"] > 2  # SevenNet-0 is far costlier
-    assert res["lammps"].startswith(("not available", "not run"))
+    assert res["complete"] is True and len(res["runs"]) == 1
+
+    # the LAMMPS column: the compressed TF twin of the student in `lmp`, when the env exists
+    (lmp,) = res["cases"]["student_lammps"]
+    if not (default_env_dir() / "bin" / "lmp").exists():  # $PFD_LAMMPS_VENV or .venv-lammps
+        assert res["lammps"]["status"].startswith("skipped") and "install-lammps-env" in \
+            res["lammps"]["status"]
+        assert lmp["status"].startswith("skipped (") and lmp["natoms"] == 64
+        return
+    assert res["lammps"]["status"] == "run", res["lammps"]
+    assert lmp["status"] == "ok" and lmp["natoms"] == 64 and lmp["engine"] == "LAMMPS", lmp
+    assert lmp["steps"] >= 2 and lmp["cpu_ms_per_atom_step"] > 0 and lmp["ms_per_atom_step"] > 0
+    assert 0 < lmp["peak_rss_gib"] <= lmp["tree_peak_rss_gib"] + 0.05
+    assert 20 < lmp["temperature_K_end"] < 1000  # MD happened; nothing blew up
+    timed = _module("p2_md_speed").parse_lammps_log(Path(lmp["log"]).read_text())
+    assert timed["steps"] == lmp["steps"] and timed["loop_s"] == pytest.approx(lmp["timed_s"],
+                                                                               abs=1e-3)
+    ase_cpu = res["cases"]["student_compressed"][0]["cpu_ms_per_atom_step"]
+    assert res["lammps_over_ase_compressed_student_speedup"]["64"]["cpu"] == pytest.approx(
+        ase_cpu / lmp["cpu_ms_per_atom_step"], rel=0.02)
+    # same network as the ASE student: only the number of training steps differs
+    lmp_dir = Path(lmp["log"]).parents[2]
+    ase_dir = tmp_path / res["models"]["student_path"]
+    assert json.loads((lmp_dir / "model/input.json").read_text())["model"] == json.loads(
+        (ase_dir / "input.json").read_text())["model"]
+    md = (tmp_path / "docs/benchmarks.md").read_text()
+    assert "LAMMPS vs ASE for the student" in md
+
+    # rerun one model and merge it: the others' cases stay, provenance records both runs
+    res2 = subprocess.run([sys.executable, "benchmarks/p2_md_speed.py", "--quick", "--out-dir",
+                           str(tmp_path), "--models", "student_lammps", "--merge"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert res2.returncode == 0, res2.stdout[-2000:] + res2.stderr[-3000:]
+    merged = json.loads((tmp_path / "benchmarks/results/p2_md_speed_quick.json").read_text())
+    for model in ("teacher", "student", "student_compressed"):
+        assert merged["cases"][model] == res["cases"][model]
+    assert merged["cases"]["student_lammps"][0]["status"] == "ok"
+    # the first run no longer produced the LAMMPS cases: it says so
+    assert [r["models"] for r in merged["runs"]] == [["teacher", "student", "student_compressed"],
+                                                     ["student_lammps"]]
+    assert merged["runs"][0]["superseded_models"] == ["student_lammps"]
+    assert "--merge" in merged["runs"][1]["command"] and " ; " in merged["command"]
+    assert merged["complete"] is True
 
 
 @pytest.mark.slow
@@ -164,6 +208,30 @@ def test_p2_kills_a_case_above_the_memory_cap() -> None:
     args = argparse.Namespace(timed_s=1.0, max_steps=2, mem_cap_gib=0.05, case_timeout_s=120)
     rec = p2.measure("teacher", "7net-0", 64, args)
     assert rec["status"] == "exceeded cap" and rec["peak_rss_gib"] > 0.05
+
+
+def test_p2_lammps_log_timing_is_the_timed_run_and_completeness() -> None:
+    p2 = _module("p2_md_speed")
+    log = "\n".join([
+        "Loop time of 0.0123 on 1 procs for 1 steps with 256 atoms",  # warm-up
+        "98.0% CPU use with 1 MPI tasks x 1 OpenMP threads",
+        "Fix halt condition for fix-id stop met on step 401 with value 10.01",
+        "Loop time of 10.0125 on 1 procs for 400 steps with 256 atoms",  # timed
+        "96.5% CPU use with 1 MPI tasks x 1 OpenMP threads",
+        "Loop time of 9.6e-07 on 1 procs for 0 steps with 256 atoms",  # run 0
+        "PFD_TEMPERATURE 181.25"])
+    out = p2.parse_lammps_log(log)
+    assert out == {"loop_s": 10.0125, "steps": 400, "natoms": 256, "cpu_use_pct": 96.5,
+                   "temperature_K_end": 181.25}
+    with pytest.raises(RuntimeError, match="not 1 x 1"):
+        p2.parse_lammps_log(log.replace("1 MPI tasks x 1", "2 MPI tasks x 1"))
+    with pytest.raises(RuntimeError, match="Loop time"):
+        p2.parse_lammps_log(log.split("Fix halt")[0])
+    cases = {m: [{"natoms": 64, "status": "ok"}] for m in p2.MODELS}
+    assert p2.is_complete(cases, [64])
+    assert not p2.is_complete(cases, [64, 256])
+    del cases["student_lammps"]
+    assert not p2.is_complete(cases, [64])
 
 
 def test_sevennet_random_init_is_finite_and_not_the_foundation(tmp_path: Path) -> None:
