@@ -511,16 +511,24 @@ def train_student(
         "sel": descriptor["sel"],
         "rcut_A": descriptor["rcut"],
         "uses_virial": config["loss"]["limit_pref_v"] > 0 or config["loss"]["start_pref_v"] > 0,
+        "deepmd_version": _deepmd_version(),
+    }
+    write_model_meta(model_dir, workdir, meta, settings, train, valid, run)
+    return model_dir
+
+
+def write_model_meta(model_dir: Path, workdir: Path, meta: dict[str, Any], settings: Any,
+                     train: Sequence[Atoms], valid: Sequence[Atoms], run: Any) -> None:
+    """Write ``pfd_model.json``: what the model is (``meta``) plus how its training went."""
+    meta = meta | {
         "settings": asdict(settings),
         "n_train_frames": len(train),
         "n_valid_frames": len(valid),
         "train_seconds": round(run.seconds, 2),
         "resumed_from_step": run.resumed_from_step,
-        "deepmd_version": _deepmd_version(),
         "lcurve": _lcurve_summary(workdir, model_dir),
     }
     (model_dir / META_FILE).write_text(json.dumps(meta, indent=2))
-    return model_dir
 
 
 def _deepmd_version() -> str | None:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,8 @@ from pfd.models.deepmd import (
     META_FILE,
     StudentSettings,
     _check_type_map,
-    _lcurve_summary,
     build_input,
+    write_model_meta,
     write_training_data,
 )
 from pfd.models.deepmd_run import Progress, log_tail, run_dp, run_training, thread_env
@@ -163,12 +163,7 @@ def export_lammps(
         "descriptor": settings.descriptor,
         "sel": config["model"]["descriptor"]["sel"],
         "rcut_A": config["model"]["descriptor"]["rcut"],
-        "settings": asdict(settings),
-        "n_train_frames": len(train),
-        "n_valid_frames": len(valid),
-        "train_seconds": round(run.seconds, 2),
         "compress_seconds": compress_seconds,
-        "resumed_from_step": run.resumed_from_step,
         "lammps": {
             "pair_style": f"deepmd {model_file}",
             "pair_coeff": f"* * {elements}",
@@ -177,9 +172,8 @@ def export_lammps(
                     "pair_coeff; load with the PyPI deepmd-kit wheel's plugin",
         },
         "environment": env.versions(),
-        "lcurve": _lcurve_summary(workdir, model_dir),
     }
-    (model_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+    write_model_meta(model_dir, workdir, meta, settings, train, valid, run)
     return model_dir
 
 

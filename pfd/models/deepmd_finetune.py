@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +31,13 @@ from ase import Atoms
 
 from pfd import frames as fr
 from pfd.models.deepmd import (
-    META_FILE,
     MODEL_FILE,
     TrainingSchedule,
     _check_type_map,
     _deepmd_version,
-    _lcurve_summary,
     freeze,
     schedule_sections,
+    write_model_meta,
     write_training_data,
 )
 from pfd.models.deepmd_run import Progress, dp_command, run_training
@@ -255,13 +254,7 @@ def finetune(
         "base": {"checkpoint": str(info.path), "sha256": base_sha,
                  "multitask": info.multitask, "heads": info.heads,
                  "type_map": info.type_maps, "head": settings.head},
-        "settings": asdict(settings),
-        "n_train_frames": len(train),
-        "n_valid_frames": len(valid),
-        "train_seconds": round(run.seconds, 2),
-        "resumed_from_step": run.resumed_from_step,
         "deepmd_version": _deepmd_version(),
-        "lcurve": _lcurve_summary(workdir, model_dir),
     }
-    (model_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+    write_model_meta(model_dir, workdir, meta, settings, train, valid, run)
     return model_dir
