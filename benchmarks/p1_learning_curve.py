@@ -63,6 +63,7 @@ from _si_data import (  # noqa: E402
 sys.path.insert(0, str(ROOT))
 from pfd.metrics import compare, predict  # noqa: E402
 from pfd.models import deepmd, sevennet  # noqa: E402
+from pfd.plotting import png, pyplot  # noqa: E402
 
 ARMS = ("finetuned", "sevennet_scratch", "deepmd_scratch")
 LABELS = {"finetuned": "SevenNet-0 fine-tuned",
@@ -137,14 +138,34 @@ def calculator(arm: str, model: Path) -> Any:
     return sevennet.load_calculator(model, threads=1)
 
 
-def parse_arm_max(items: list[str]) -> dict[str, int]:
+def parse_arm_limit(items: list[str], flag: str = "--arm-max-frames") -> dict[str, int]:
     out: dict[str, int] = {}
     for item in items:
         arm, _, n = item.partition("=")
         if arm not in ARMS or not n.isdigit():
-            raise SystemExit(f"--arm-max-frames: expected ARM=N with ARM in {ARMS}, got {item!r}")
+            raise SystemExit(f"{flag}: expected ARM=N with ARM in {ARMS}, got {item!r}")
         out[arm] = int(n)
     return out
+
+
+def earlier_protocols(path: Path, visits: int, steps: int) -> list[dict[str, Any]]:
+    """Curves of earlier runs with other training budgets, kept beside the new ones.
+
+    Whether a point moves with the budget is what tells a data limit from a training
+    limit, so a rerun with a larger budget must not erase the smaller one.
+    """
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    runs = list(old.get("earlier_protocols", []))
+    if old.get("complete") and any(old["curves"].values()):
+        runs.append({"sevennet_frame_visits": old["protocol"]["sevennet_frame_visits"],
+                     "deepmd_steps": old["protocol"]["deepmd_steps"],
+                     "command": old["command"], "date": old["date"],
+                     "curves": {a: [{k: p[k] for k in ("n_train", "force_rmse_eV_A",
+                                                        "energy_rmse_meV_atom")}
+                                    for p in c] for a, c in old["curves"].items() if c}})
+    return [r for r in runs if (r["sevennet_frame_visits"], r["deepmd_steps"]) != (visits, steps)]
 
 
 def frames_needed(curve: list[dict[str, Any]], target: float) -> int | None:
@@ -197,21 +218,26 @@ def frames_ratio(curves: dict[str, list[dict[str, Any]]], target: float) -> dict
 
 
 def plot(path: Path, curves: dict[str, list[dict[str, Any]]], target: float,
-         title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+         title: str, earlier: list[dict[str, Any]] | None = None) -> None:
+    plt = pyplot()
     fig, (ax_f, ax_e) = plt.subplots(1, 2, figsize=(10, 4))
-    for k, (arm, c) in enumerate(curves.items()):
+    color = {a: f"C{k}" for k, a in enumerate(ARMS)}
+    for arm, c in curves.items():
         if not c:
             continue
         n = [p["n_train"] for p in c]
-        ax_f.plot(n, [p["force_rmse_eV_A"] for p in c], "o-", color=f"C{k}",
+        ax_f.plot(n, [p["force_rmse_eV_A"] for p in c], "o-", color=color[arm],
                   label=LABELS[arm])
-        ax_e.plot(n, [p["energy_rmse_meV_atom"] for p in c], "o-", color=f"C{k}",
+        ax_e.plot(n, [p["energy_rmse_meV_atom"] for p in c], "o-", color=color[arm],
                   label=LABELS[arm])
+    for run in earlier or []:  # smaller budgets, dashed: how far training moved each point
+        for arm, c in run["curves"].items():
+            n = [p["n_train"] for p in c]
+            budget = (f"{run['deepmd_steps']} steps" if arm == "deepmd_scratch"
+                      else f"{run['sevennet_frame_visits']} visits")
+            for ax, key in ((ax_f, "force_rmse_eV_A"), (ax_e, "energy_rmse_meV_atom")):
+                ax.plot(n, [p[key] for p in c], "x--", color=color[arm], alpha=0.5, lw=0.8,
+                        label=f"{LABELS[arm]}, {budget}" if ax is ax_f else None)
     ax_f.axhline(target, color="k", lw=0.8, ls=":", label=f"{target} eV/Å")
     for ax, ylab in ((ax_f, "force RMSE on held-out test, eV/Å"),
                      (ax_e, "energy RMSE (offset refit), meV/atom")):
@@ -222,10 +248,8 @@ def plot(path: Path, curves: dict[str, list[dict[str, Any]]], target: float,
         ax.grid(True, which="both", lw=0.3)
     ax_f.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    path.write_bytes(png(fig, dpi=120))
 
 
 def main() -> None:
@@ -242,6 +266,8 @@ def main() -> None:
     ap.add_argument("--arm-max-frames", nargs="+", default=[], metavar="ARM=N",
                     help="skip an arm above N training frames (to fit a time budget; "
                          "recorded in the result)")
+    ap.add_argument("--arm-min-frames", nargs="+", default=[], metavar="ARM=N",
+                    help="skip an arm below N training frames")
     ap.add_argument("--report-only", action="store_true",
                     help="redraw the PNG and docs section from the existing results JSON")
     ap.add_argument("--out-dir", type=Path, default=ROOT,
@@ -253,7 +279,8 @@ def main() -> None:
         args.sizes, args.sevennet_visits, args.deepmd_steps = [4], 1, 20
         test_every, valid_every = 40, 100
     name = "p1_learning_curve_quick" if args.quick else "p1_learning_curve"
-    arm_max = parse_arm_max(args.arm_max_frames)
+    arm_max = parse_arm_limit(args.arm_max_frames)
+    arm_min = parse_arm_limit(args.arm_min_frames, "--arm-min-frames")
     if args.report_only:
         report(json.loads((args.out_dir / "benchmarks/results" / f"{name}.json").read_text()),
                args.out_dir)
@@ -290,8 +317,12 @@ def main() -> None:
                            "shared 2-core machine; not trained to convergence",
             "threads_per_process": 1,
             "arm_max_frames": arm_max,
+            "arm_min_frames": arm_min,
         },
         "curves": curves,
+        "earlier_protocols": earlier_protocols(
+            args.out_dir / "benchmarks/results" / f"{name}.json", args.sevennet_visits,
+            args.deepmd_steps),
     }
 
     def save() -> None:
@@ -302,7 +333,7 @@ def main() -> None:
           flush=True)
     for n in args.sizes:
         for arm in args.arms:
-            if n > arm_max.get(arm, n):
+            if n > arm_max.get(arm, n) or n < arm_min.get(arm, n):
                 continue
             settings = (deepmd_settings(args.deepmd_steps, sel) if arm == "deepmd_scratch"
                         else sevennet_settings(arm, n, args.sevennet_visits, args.finetune_lr,
@@ -343,11 +374,12 @@ def report(result: dict[str, Any], out_dir: Path) -> None:
     """PNG and docs section from a result record alone (``--report-only`` redraws them)."""
     name, proto, curves = result["benchmark"], result["protocol"], result["curves"]
     target = proto["target_force_rmse_eV_A"]
-    png = out_dir / "benchmarks" / "results" / f"{name}.png"
-    plot(png, curves, target, "P1: PFD-paper Si (VASP), held-out test "
+    png_path = out_dir / "benchmarks" / "results" / f"{name}.png"
+    plot(png_path, curves, target, "P1: PFD-paper Si (VASP), held-out test "
          f"{result['split']['test']} frames; SevenNet {proto['sevennet_frame_visits']} frame "
-         f"visits/model, DeePMD {proto['deepmd_steps']} steps/model")
-    result["plot"] = str(png.relative_to(out_dir))
+         f"visits/model, DeePMD {proto['deepmd_steps']} steps/model (dashed: earlier "
+         "budgets)", result.get("earlier_protocols"))
+    result["plot"] = str(png_path.relative_to(out_dir))
     write_result(out_dir, name, result)
 
     key = f"frames_ratio_at_F{target:.2f}"
@@ -400,6 +432,13 @@ def report(result: dict[str, Any], out_dir: Path) -> None:
                  "(a guess, not used for the verdict): "
                  + ", ".join(f"{LABELS[a]} {v}" for a, v in
                              result["extrapolated_frames_at_target"].items()) + " frames."]
+    for run in result.get("earlier_protocols", []):
+        body += ["", f"Earlier budget (`{run['command']}`, {run['date'][:10]}; SevenNet "
+                 f"{run['sevennet_frame_visits']} frame visits, DeePMD {run['deepmd_steps']} "
+                 "steps), F RMSE eV/Å by training frames: " + "; ".join(
+                     f"{LABELS[a]} " + ", ".join(f"{p['n_train']}: {p['force_rmse_eV_A']:.3f}"
+                                                 for p in c)
+                     for a, c in run["curves"].items()) + "."]
     flat = [a for a, c in curves.items() if len(c) >= 3 and
             max(q["force_rmse_eV_A"] for q in c) < 1.1 * min(q["force_rmse_eV_A"] for q in c)]
     if flat:

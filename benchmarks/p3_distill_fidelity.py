@@ -28,7 +28,7 @@ import logging
 import sys
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,14 @@ from _common import ROOT, machine, update_markdown, utc_now, write_result  # noq
 from _si_data import SOURCE, load_average, load_split, pin_threads, settings_key  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
+from ase.build import bulk  # noqa: E402
+
 from pfd import frames as fr  # noqa: E402
+from pfd.config import StudentSpec  # noqa: E402
 from pfd.metrics import predict  # noqa: E402
 from pfd.models import deepmd, sevennet  # noqa: E402
 from pfd.perturb import perturb  # noqa: E402
+from pfd.validate.eos import energy_volume  # noqa: E402
 
 TARGET = 1.3
 PAPER = {"student_force_rmse_eV_A": 0.087, "teacher_force_rmse_eV_A": 0.062}
@@ -55,6 +59,13 @@ def main() -> None:
     ap.add_argument("--sevennet-visits", type=int, default=150,
                     help="P1's SevenNet budget (finds the cached teacher)")
     ap.add_argument("--copies", type=int, default=1, help="perturbed copies per structure")
+    ap.add_argument("--pref-v", type=float, nargs=2, metavar=("START", "LIMIT"),
+                    default=[StudentSpec().start_pref_v, StudentSpec().limit_pref_v],
+                    help="virial loss prefactors (default: the workflow student's; 0 0 "
+                         "trains on energies and forces only)")
+    ap.add_argument("--with-originals", action="store_true",
+                    help="also give the student the teacher's labels on the unperturbed "
+                         "training structures")
     ap.add_argument("--displacement", type=float, default=0.1, help="max atom shift, Å")
     ap.add_argument("--strain", type=float, default=0.03, help="max cell strain")
     ap.add_argument("--student-steps", type=int, default=30000, help="batch-1 steps")
@@ -101,14 +112,14 @@ def main() -> None:
     t = time.perf_counter()
     structures = [a.copy() for a in split.take(train_idx)]
     syn_key = settings_key(str(teacher_dir), args.copies, args.displacement, args.strain,
-                           train_idx)
+                           train_idx, *(["originals"] if args.with_originals else []))
     labelled = cache / "p3" / f"synthetic-{syn_key}.extxyz"
     if labelled.is_file():  # the same teacher labelled the same frames before
         synthetic = fr.read_frames(labelled)
         label_s = json.loads(labelled.with_suffix(".json").read_text())["teacher_label_s"]
     else:
         unlabelled = perturb(structures, args.copies, args.displacement, args.strain, seed=7,
-                             include_unperturbed=False)
+                             include_unperturbed=args.with_originals)
         synthetic = predict(teacher, unlabelled)
         label_s = time.perf_counter() - t
         labelled.parent.mkdir(parents=True, exist_ok=True)
@@ -119,9 +130,11 @@ def main() -> None:
     valid = predict(teacher, [a.copy() for a in split.take(split.valid)])
 
     sel = deepmd.compute_sel(split.frames, ["Si"], deepmd.StudentSettings().rcut_A)
-    st = p1.deepmd_settings(args.student_steps, sel)
+    st = replace(p1.deepmd_settings(args.student_steps, sel), start_pref_v=args.pref_v[0],
+                 limit_pref_v=args.pref_v[1])
     key = settings_key("p3-student", str(teacher_dir), args.copies, args.displacement,
-                       args.strain, train_idx, asdict(st))
+                       args.strain, train_idx, asdict(st),
+                       *(["originals"] if args.with_originals else []))
     wd = cache / "p3" / f"student-{key}"
     t = time.perf_counter()
     student_dir = deepmd.train_student(synthetic, valid, wd, st, type_map=["Si"])
@@ -134,6 +147,14 @@ def main() -> None:
     e_vs_teacher = p1.errors(predict(teacher, test),
                              predict(deepmd.load_calculator(student_dir, threads=1), test))
     test_s = time.perf_counter() - t
+    # E(V) of diamond Si: what a distilled model is used for depends on more than forces
+    diamond = bulk("Si", "diamond", a=5.43, cubic=True)
+    eos = {who: energy_volume(diamond, calc, "diamond", 0.06, 9).fit
+           for who, calc in (("teacher", teacher),
+                             ("student", deepmd.load_calculator(student_dir, threads=1)))}
+    eos_rec = {who: None if f is None else {"a0_A": round(f.a0_A, 4),
+                                             "b0_GPa": round(f.b0_GPa, 1)}
+               for who, f in eos.items()}
     ratio = round(e_student["force_rmse_eV_A"] / e_teacher["force_rmse_eV_A"], 3)
 
     result: dict[str, Any] = {
@@ -149,11 +170,16 @@ def main() -> None:
                     "settings": asdict(st), "model": str(student_dir.relative_to(
                         args.out_dir)), "test_vs_dft": e_student,
                     "test_vs_teacher": e_vs_teacher},
+        "eos_diamond": {"how": "8-atom diamond cell, 9 volumes within ±6 %, fixed fractional "
+                        "coordinates, third-order Birch-Murnaghan fit", **eos_rec},
         "synthetic_frames": {"how": f"{args.copies} perturbed copies of each of the "
                              f"teacher's {len(structures)} training structures (atoms "
                              f"up to {args.displacement} Å, cell strain up to "
-                             f"{args.strain}), labelled by the teacher (energy, forces, "
-                             "stress) in one pass; no teacher MD",
+                             f"{args.strain})"
+                             + (" plus the unperturbed structures" if args.with_originals
+                                else "")
+                             + ", labelled by the teacher (energy, forces, stress) in one "
+                             "pass; no teacher MD",
                              "frames": len(synthetic), "atoms": n_atoms,
                              "teacher_label_s": round(label_s, 1),
                              "teacher_ms_per_atom": round(1000 * label_s / n_atoms, 2)},
@@ -174,25 +200,33 @@ def main() -> None:
 
 
 def earlier_runs(path: Path, new: dict[str, Any]) -> list[dict[str, Any]]:
-    """Ratios of earlier runs with the same teacher and data but other student budgets.
+    """Ratios of earlier runs with the same teacher but other student budgets or frames.
 
-    How the ratio moves with the student's training length is the first question a
-    missed target raises, so runs are kept rather than overwritten.
+    How the ratio moves with the student's training length and data is the first question
+    a missed target raises, so runs are kept rather than overwritten.
     """
     if not path.is_file():
         return []
     old = json.loads(path.read_text())
-    same = (old.get("teacher", {}).get("model") == new["teacher"]["model"]
-            and old.get("synthetic_frames", {}).get("how") == new["synthetic_frames"]["how"])
-    if not same:
+    if old.get("teacher", {}).get("model") != new["teacher"]["model"]:
         return []
     runs = [r for r in old.get("earlier_runs", [])]
+    def pref_v(settings: dict[str, Any]) -> list[float]:
+        return [settings.get("start_pref_v", 0.0), settings.get("limit_pref_v", 0.0)]
+
     runs.append({"student_steps": old["student"]["settings"]["steps"],
+                 "pref_v": pref_v(old["student"]["settings"]),
+                 "frames": old["synthetic_frames"]["frames"],
+                 "frames_how": old["synthetic_frames"]["how"],
                  "student_force_rmse_eV_A": old["student"]["test_vs_dft"]["force_rmse_eV_A"],
                  "student_over_teacher_force_rmse": old["student_over_teacher_force_rmse"],
                  "date": old["date"]})
-    steps_now = new["student"]["settings"]["steps"]
-    return [r for r in runs if r["student_steps"] != steps_now]
+    now = (new["student"]["settings"]["steps"], new["synthetic_frames"]["how"],
+           pref_v(new["student"]["settings"]))
+    old_how = old["synthetic_frames"]["how"]
+    return [r for r in runs
+            if (r["student_steps"], r.get("frames_how", old_how), r.get("pref_v", [0.0, 0.0]))
+            != now]
 
 
 def report(result: dict[str, Any], out_dir: Path) -> None:
@@ -217,13 +251,20 @@ def report(result: dict[str, Any], out_dir: Path) -> None:
             f"| student vs teacher (same frames) | "
             f"{s['test_vs_teacher']['force_rmse_eV_A']:.3f} | "
             f"{s['test_vs_teacher']['energy_rmse_meV_atom']:.1f} |", "",
+            *([f"Diamond Si E(V) ({result['eos_diamond']['how']}): " + "; ".join(
+                f"{who} a0 {e['a0_A']} Å, B0 {e['b0_GPa']} GPa"
+                for who in ("teacher", "student") if (e := result["eos_diamond"][who]))
+               + f". Student virial prefactors {s['settings']['start_pref_v']} → "
+               f"{s['settings']['limit_pref_v']}.", ""] if result.get("eos_diamond") else []),
             f"`student_over_teacher_force_rmse` = **{result['student_over_teacher_force_rmse']}**"
             f"; target ≤ {result['target']}: **{verdict}** (paper: "
             f"{result['paper']['student_force_rmse_eV_A']} / "
             f"{result['paper']['teacher_force_rmse_eV_A']} ≈ {result['paper']['ratio']})."]
     if result.get("earlier_runs"):
-        body += ["", "Same teacher and frames, other student budgets: " + "; ".join(
-            f"{r['student_steps']} steps → student {r['student_force_rmse_eV_A']:.3f} eV/Å, "
+        body += ["", "Same teacher, other student budgets or frames: " + "; ".join(
+            f"{r['student_steps']} steps on {r.get('frames', '?')} frames (virial "
+            f"prefactors {r.get('pref_v', [0.0, 0.0])}) → student "
+            f"{r['student_force_rmse_eV_A']:.3f} eV/Å, "
             f"ratio {r['student_over_teacher_force_rmse']}" for r in result["earlier_runs"])
             + "."]
     update_markdown(out_dir / "docs" / "benchmarks.md", result["benchmark"], "\n".join(body))

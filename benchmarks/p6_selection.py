@@ -48,6 +48,7 @@ from pfd import frames as fr  # noqa: E402
 from pfd.config import SelectSpec  # noqa: E402
 from pfd.metrics import evaluate  # noqa: E402
 from pfd.models.sevennet import FinetuneSettings, finetune, load_calculator  # noqa: E402
+from pfd.plotting import png, pyplot  # noqa: E402
 from pfd.select.entropy import entropy_select  # noqa: E402
 
 DATA = ROOT.parent / "shared/data/pfd-paper/Si/train.extxyz"
@@ -115,11 +116,7 @@ def compare(ent: int | None, rnd: list[int | None], max_tested: int) -> dict[str
 
 
 def plot(path: Path, curves: dict[str, Any], target: float, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     e = curves["entropy"]
     ax.plot([p["n_train"] for p in e], [p["force_rmse_eV_A"] for p in e], "o-",
@@ -135,10 +132,8 @@ def plot(path: Path, curves: dict[str, Any], target: float, title: str) -> None:
     ax.set_ylabel("force RMSE on held-out test, eV/Å")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    path.write_bytes(png(fig, dpi=120))
 
 
 def main() -> None:
@@ -300,10 +295,10 @@ def report(result: dict[str, Any], out_dir: Path) -> None:
     name, proto, split = result["benchmark"], result["protocol"], result["split"]
     curves, target = result["curves"], proto["target_force_rmse_eV_A"]
     ft = proto["finetune"]
-    png = out_dir / "benchmarks" / "results" / f"{name}.png"
-    plot(png, curves, target, f"P6: SevenNet-0 fine-tuned on PFD-paper Si "
+    png_path = out_dir / "benchmarks" / "results" / f"{name}.png"
+    plot(png_path, curves, target, f"P6: SevenNet-0 fine-tuned on PFD-paper Si "
          f"({ft['epochs']} epochs/model)")
-    result["plot"] = str(png.relative_to(out_dir))
+    result["plot"] = str(png_path.relative_to(out_dir))
     write_result(out_dir, name, result)
 
     ratio, needed = result["entropy_over_random_frames"], result["frames_needed"]

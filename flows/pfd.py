@@ -206,7 +206,9 @@ def pfd_flow(config: str | dict[str, Any], store: str | None = None,
     ctx = steps.claim_generation(ctx)
     steps.set_run_status(ctx, "running", flow_run=_flow_run_info())
     log.info("PFD run %s → store %s", ctx.run_id, ctx.store_url)
-    n_phases = len(cfg.stages) + 2 + (1 if cfg.distill else 0)
+    # init, each stage, distillation, validation, report
+    with_distill = bool(cfg.distill and cfg.distill.enabled)
+    n_phases = len(cfg.stages) + 2 + int(with_distill) + int(cfg.validation.enabled)
     progress = create_progress_artifact(progress=0.0, key=t.artifact_key(ctx, "progress"),
                                         description="PFD phases done (%)")
     done = 0
@@ -231,6 +233,7 @@ def pfd_flow(config: str | dict[str, Any], store: str | None = None,
                 notes.append(skipped_stage_note(stage.name, cfg.max_total_iterations))
                 log.warning(notes[-1])
                 converged = False
+                advance()  # a skipped stage is a finished phase for the progress bar
                 continue
             res = stage_flow(ctx, k, datasets, left)
             note = stage_note(stage.name, res["iterations"], res["converged"],
@@ -246,13 +249,14 @@ def pfd_flow(config: str | dict[str, Any], store: str | None = None,
             ft = t.finetune(ctx, datasets)
             teacher = ft["model"]
         ctx.store.put_json(ctx.key("teacher.json"), {"model": teacher, "datasets": datasets})
-        distill = distill_flow(ctx, teacher) if cfg.distill and cfg.distill.enabled else None
-        if distill:
+        distill = distill_flow(ctx, teacher) if with_distill else None
+        if with_distill:
             advance()
         if cfg.validation.enabled:  # properties of teacher/student vs DFT: report/validation.*
             t0 = time.perf_counter()
             tv.validate(ctx)
             _phase(ctx, "validation", t0)
+            advance()
     md = write_report(ctx, init, teacher, distill, notes)
     advance()
     steps.set_run_status(ctx, "completed", teacher=teacher,

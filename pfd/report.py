@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
 
+from pfd.plotting import png, pyplot
 from pfd.steps import STATUS_COLUMNS
 
 
@@ -39,11 +39,7 @@ def status_markdown(rows: list[dict[str, Any]]) -> str:
 def parity_png(series: dict[str, tuple[list[float], list[float]]], xlabel: str,
                ylabel: str, title: str) -> bytes:
     """One parity panel with a series per model (e.g. teacher and student vs DFT)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.5), dpi=120)
     lo, hi = np.inf, -np.inf
     for label, (ref, pred) in series.items():
@@ -59,11 +55,7 @@ def parity_png(series: dict[str, tuple[list[float], list[float]]], xlabel: str,
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)
 
 
 def summary_markdown(run_id: str, rows: list[dict[str, Any]], init: dict[str, Any],
@@ -93,11 +85,7 @@ def summary_markdown(run_id: str, rows: list[dict[str, Any]], init: dict[str, An
 def curves_png(series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str,
                title: str, logy: bool = False) -> bytes:
     """Lines on one panel: training curves, or an error per iteration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.8), dpi=120)
     for label, (x, y) in series.items():
         pts = [(a, b) for a, b in zip(x, y, strict=True)
@@ -112,11 +100,7 @@ def curves_png(series: dict[str, tuple[list[float], list[float]]], xlabel: str, 
     ax.set_title(title)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)
 
 
 def iteration_curve_png(rows: list[dict[str, Any]], run_id: str) -> bytes:
@@ -142,8 +126,8 @@ def lcurve_png(rows: list[dict[str, float]], title: str) -> bytes:
     return curves_png(series, "training step", "RMSE", title, logy=True)
 
 
-def data_uri_png(png: bytes) -> str:
+def data_uri_png(image: bytes) -> str:
     """Inline image for markdown artifacts: the Prefect UI cannot read our store's files."""
     import base64
 
-    return "data:image/png;base64," + base64.b64encode(png).decode()
+    return "data:image/png;base64," + base64.b64encode(image).decode()

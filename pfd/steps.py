@@ -250,8 +250,10 @@ def finetune_model(ctx: RunContext, dataset_keys: list[str],
 
     The model key is a hash of the training data keys and settings: a stage that starts
     from exactly the data the previous stage converged on reuses that model. With the
-    deepmd backend a killed fine-tune resumes from its last checkpoint, and ``progress``
-    receives its learning-curve rows (step, loss, rmse_e_val, rmse_f_val) as it trains.
+    A killed fine-tune resumes from its last checkpoint (deepmd: its step checkpoints;
+    sevennet: the state after its last finished epoch), and ``progress`` receives the
+    learning-curve rows as it trains (deepmd: step, losses, rmse_e_val, rmse_f_val;
+    sevennet: step = epoch, train/valid loss, valid force/energy RMSE).
     """
     cfg, store = ctx.cfg, ctx.store
     ft = cfg.finetune
@@ -285,14 +287,16 @@ def finetune_model(ctx: RunContext, dataset_keys: list[str],
         settings = sevennet.FinetuneSettings(
             foundation=ft.foundation, epochs=ft.epochs, batch_size=ft.batch_size,
             learning_rate=ft.learning_rate, patience_epochs=ft.patience_epochs, seed=ft.seed)
-        if workdir.exists():
-            shutil.rmtree(workdir)
-        model_dir = sevennet.finetune(train, valid, workdir, settings)
+        # no wipe: sevennet resumes from workdir/resume.pth only when its fingerprint
+        # (frames, start, settings) matches, and starts clean otherwise
+        model_dir = sevennet.finetune(train, valid, workdir, settings, progress=progress)
     meta = json.loads((model_dir / MODEL_JSON).read_text())
     summary = {"n_train": len(train), "n_valid": len(valid),
                "epochs_run": meta.get("epochs_run"), "datasets": sorted(dataset_keys)}
     if ft.backend == "deepmd":
         summary.update(steps=ft.steps, resumed_from_step=meta.get("resumed_from_step"))
+    else:
+        summary.update(resumed_after_epoch=meta.get("resumed_after_epoch"))
     meta["pfd_summary"] = summary
     (model_dir / MODEL_JSON).write_text(json.dumps(meta, indent=2))
     upload_model(store, key, model_dir)
@@ -467,7 +471,8 @@ def train_student(ctx: RunContext, synthetic: dict[str, Any],
         descriptor_neuron=list(s.descriptor_neuron), fitting_neuron=list(s.fitting_neuron),
         steps=s.steps, start_lr=s.start_lr, stop_lr=s.stop_lr, seed=s.seed,
         start_pref_e=s.start_pref_e, limit_pref_e=s.limit_pref_e,
-        start_pref_f=s.start_pref_f, limit_pref_f=s.limit_pref_f, compress=s.compress)
+        start_pref_f=s.start_pref_f, limit_pref_f=s.limit_pref_f,
+        start_pref_v=s.start_pref_v, limit_pref_v=s.limit_pref_v, compress=s.compress)
     workdir = ctx.workdir / "student"
     if s.export_lammps:
         from pfd.models import deepmd_export

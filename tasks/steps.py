@@ -81,9 +81,14 @@ def init_dataset(ctx: RunContext) -> dict[str, Any]:
         return steps.init_dataset(ctx, dask_map)
 
 
+@contextmanager
 def _training_progress(ctx: RunContext, phase: str, total_steps: int | None
-                       ) -> Callable[[dict[str, Any]], None]:
-    """A progress artifact fed by the trainer's learning-curve rows (step, losses)."""
+                       ) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A progress artifact fed by the trainer's learning-curve rows (step, losses).
+
+    It reads 100 % once the training returns, also when it stopped early or found its
+    model already trained, so a finished phase never shows as stuck part-way.
+    """
     art = create_progress_artifact(progress=0.0, key=artifact_key(ctx, phase),
                                    description=f"{phase.replace('-', ' ')}: steps done (%)")
     log = get_run_logger()
@@ -95,15 +100,17 @@ def _training_progress(ctx: RunContext, phase: str, total_steps: int | None
         log.info("%s step %d: %s", phase, step, ", ".join(
             f"{k} {v:.4g}" for k, v in row.items() if k != "step" and isinstance(v, float)))
 
-    return report
+    yield report
+    update_progress_artifact(art, progress=100.0)
 
 
 @task(name="finetune", **_task)
 def finetune(ctx: RunContext, dataset_keys: list[str]) -> dict[str, Any]:
     spec = ctx.cfg.finetune
-    total = getattr(spec, "steps", None) if getattr(spec, "backend", "") == "deepmd" else None
-    return steps.finetune_model(ctx, dataset_keys,
-                                progress=_training_progress(ctx, "finetune-progress", total))
+    # deepmd reports steps, sevennet epochs (an early stop jumps to 100 % at the end)
+    total = spec.steps if spec.backend == "deepmd" else spec.epochs
+    with _training_progress(ctx, "finetune-progress", total) as progress:
+        return steps.finetune_model(ctx, dataset_keys, progress=progress)
 
 
 @task(name="explore", **_task)
@@ -139,5 +146,5 @@ def synthetic(ctx: RunContext, explored_keys: list[str]) -> dict[str, Any]:
 @task(name="train-student", **_task)
 def train_student(ctx: RunContext, synthetic_record: dict[str, Any]) -> dict[str, Any]:
     total = ctx.cfg.distill.student.steps if ctx.cfg.distill else None
-    return steps.train_student(
-        ctx, synthetic_record, progress=_training_progress(ctx, "student-progress", total))
+    with _training_progress(ctx, "student-progress", total) as progress:
+        return steps.train_student(ctx, synthetic_record, progress=progress)

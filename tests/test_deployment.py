@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import psutil
 import pytest
 import yaml
+from procs import kill_tree
 from s3server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,22 +42,6 @@ def _sh(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.Com
 def _prefect(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "prefect"), *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
-
-
-def _kill_tree(pid: int) -> int:
-    """SIGKILL a process and all its descendants (the worker and the flow run it spawned)."""
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return 0
-    procs = [root, *root.children(recursive=True)]
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=30)
-    return len(procs)
 
 
 _API_QUERY = """
@@ -116,7 +100,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
         while not marker.exists() and time.time() < deadline:
             time.sleep(0.5)
         assert marker.exists(), (state / "worker.log").read_text()[-3000:]
-        killed = _kill_tree(int((state / "worker.pid").read_text()))
+        killed = kill_tree(int((state / "worker.pid").read_text()))
         calls_killed = (tmp / "pw-calls.log").read_text().split()
 
         # 2) restart the worker (the script is idempotent) and run the deployment again

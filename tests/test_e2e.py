@@ -8,6 +8,7 @@ ephemeral API. A counting wrapper around pw.x proves that no frame is labelled t
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -180,6 +181,9 @@ def test_student_loads_in_ase(run: dict[str, Any]) -> None:
     f = si.get_forces()
     assert f.shape == (16, 3) and np.all(np.isfinite(f)) and np.abs(f).max() > 0
     assert np.isfinite(si.get_potential_energy())
+    # the teacher's stresses ride along with its labels: the student learns the virial too
+    meta = json.loads((local / "pfd_model.json").read_text())
+    assert meta["uses_virial"] is True
     rec = st.get_json("runs/tiny/distill/record.json")
     names = {(r["model"], r["data"]) for r in rec["table"]}
     assert names == {("student", "teacher"), ("student", "dft"), ("teacher", "dft")}
@@ -212,7 +216,8 @@ import json
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 keys = ["pfd-tiny-iterations", "pfd-tiny-report", "pfd-tiny-progress",
-        "pfd-tiny-explore-progress", "pfd-tiny-label-progress"]
+        "pfd-tiny-explore-progress", "pfd-tiny-label-progress",
+        "pfd-tiny-finetune-progress", "pfd-tiny-student-progress"]
 with get_client(sync_client=True) as c:
     arts = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
 arts = sorted(arts, key=lambda a: a.updated, reverse=True)  # newest first
@@ -259,8 +264,10 @@ def test_prefect_artifacts_published(run: dict[str, Any]) -> None:
     for a in arts:  # newest first
         latest.setdefault(a["key"], a)
     assert set(latest) == {"pfd-tiny-iterations", "pfd-tiny-report", "pfd-tiny-progress",
-                           "pfd-tiny-explore-progress", "pfd-tiny-label-progress"}
-    for phase in ("explore", "label"):  # per-phase progress of the fan-outs
+                           "pfd-tiny-explore-progress", "pfd-tiny-label-progress",
+                           "pfd-tiny-finetune-progress", "pfd-tiny-student-progress"}
+    # per-phase progress of the fan-outs and of both trainings
+    for phase in ("explore", "label", "finetune", "student"):
         assert float(latest[f"pfd-tiny-{phase}-progress"]["data"]) == 100.0
     table = json.loads(latest["pfd-tiny-iterations"]["data"])
     assert [(r["stage"], r["iter"]) for r in table] == [("1", "0"), ("2", "0")]

@@ -218,7 +218,7 @@ def test_finetuned_calculator_speaks_dft_reference(tuned, split) -> None:
 
 
 @pytest.mark.slow
-def test_finetune_does_not_degrade_validation_forces(tuned, split, foundation) -> None:
+def test_finetune_lowers_validation_force_error(tuned, split, foundation) -> None:
     model_dir, _ = tuned
     valid = split[1]
     before = _force_rmse(valid, foundation)
@@ -227,7 +227,8 @@ def test_finetune_does_not_degrade_validation_forces(tuned, split, foundation) -
     # the trainer's own epoch-0 evaluation is the same number: labels and units line up
     assert history[0]["valid_force_rmse"] == pytest.approx(before, rel=1e-3)
     print(f"\nvalid force RMSE (eV/Å): foundation {before:.4f} -> fine-tuned {after:.4f}")
-    assert after <= before + 1e-3
+    # 3 epochs on 8 frames lower it clearly on 8 other frames (measured 0.184 -> 0.113)
+    assert after < 0.8 * before
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -363,13 +363,65 @@ def _reinitialised(model: Any, config: dict[str, Any]) -> Any:
     return fresh
 
 
+def _fingerprint(train: Sequence[Atoms], valid: Sequence[Atoms], start: str,
+                 settings: FinetuneSettings) -> str:
+    """What a resumable state belongs to: the frames, the starting weights, the settings."""
+    import hashlib
+
+    import sevenn
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"start": start, "settings": asdict(settings),
+                         "sevenn": sevenn.__version__}, sort_keys=True).encode())
+    for part in (train, valid):
+        h.update(str(len(part)).encode())
+        for a in part:
+            stress = fr.stress(a)
+            for arr in (a.numbers, a.positions, a.cell.array, fr.forces(a),
+                        [fr.energy(a)], stress if stress is not None else []):
+                h.update(np.ascontiguousarray(arr, dtype=float).tobytes())
+    return h.hexdigest()
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    """torch.save through a temporary file: a kill mid-write leaves the previous file."""
+    import torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _load_resume(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    import torch
+
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - an unreadable state only costs the epochs
+        log.warning("sevennet finetune: ignoring unreadable resume state %s (%s)", path, exc)
+        return None
+    if state.get("fingerprint") != fingerprint:
+        log.info("sevennet finetune: resume state %s belongs to other data/settings", path)
+        return None
+    return state
+
+
 def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
-             settings: FinetuneSettings, base_model_dir: Path | None = None) -> Path:
+             settings: FinetuneSettings, base_model_dir: Path | None = None,
+             progress: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """Fine-tune from the foundation (or a previous pfd sevennet model) and return model dir.
 
     The starting weights count as epoch 0 of early stopping, so the returned model is
     never worse on the validation loss than the model it started from. With no
     validation frames the training frames stand in (no real early stopping then).
+
+    After every epoch the whole training state (weights, optimiser, scheduler, shuffling
+    generator, early-stopping record) is saved atomically to ``workdir/resume.pth``; a
+    run killed at any point continues after its last finished epoch, on the same
+    batches, when called again with the same frames and settings. ``progress`` receives
+    one row per epoch (``step`` = epoch).
     """
     if not train:
         raise ValueError("finetune needs at least one training frame")
@@ -387,7 +439,12 @@ def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
     torch.manual_seed(settings.seed)
 
     start, foundation = _starting_point(base_model_dir, settings)
-    shift = fit_energy_shift(train, _raw_calculator(start, settings.threads))
+    resume_path = workdir / "resume.pth"
+    best_path = model_dir / CHECKPOINT
+    fingerprint = _fingerprint(train, valid, start, settings)
+    state = _load_resume(resume_path, fingerprint) if best_path.is_file() else None
+    shift = (state["shift"] if state is not None
+             else fit_energy_shift(train, _raw_calculator(start, settings.threads)))
     use_stress = all(fr.stress(a) is not None for a in train)
 
     with _quiet_sevenn():
@@ -424,38 +481,68 @@ def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
         KEY.STRESS_WEIGHT: settings.stress_weight, KEY.IS_TRAIN_STRESS: use_stress,
         KEY.BATCH_SIZE: settings.batch_size, KEY.EPOCH: settings.epochs,
     })
-    best_path = model_dir / CHECKPOINT
 
-    trainer.run_one_epoch(valid_loader, is_train=False, error_recorder=valid_rec)
-    v = _read_recorder(valid_rec)
-    history: list[dict[str, Any]] = [{
-        "epoch": 0, "train_loss": None, "valid_loss": v["loss"],
-        "valid_energy_rmse": v["energy_rmse"], "valid_force_rmse": v["force_rmse"],
-    }]
-    best_loss, best_epoch, epochs_run = v["loss"], 0, 0
-    trainer.write_checkpoint(str(best_path), config=config, epoch=0)
-    for epoch in range(1, settings.epochs + 1):
+    def save_best(epoch: int) -> None:
+        _save_atomic({**trainer.get_checkpoint_dict(), "config": config, "epoch": epoch},
+                     best_path)
+
+    def save_state(epoch: int, stopped: bool) -> None:
+        # the best checkpoint is always written first, so a state never names a best
+        # epoch whose weights are not on disk
+        _save_atomic({"fingerprint": fingerprint, "epoch": epoch, "stopped": stopped,
+                      "shift": shift, "best_loss": best_loss, "best_epoch": best_epoch,
+                      "history": history, "generator": gen.get_state(),
+                      "torch_rng": torch.get_rng_state(),
+                      **trainer.get_checkpoint_dict()}, resume_path)
+
+    resumed_from: int | None = None
+    if state is not None:
+        trainer.load_state_dicts(state["model_state_dict"], state["optimizer_state_dict"],
+                                 state["scheduler_state_dict"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history: list[dict[str, Any]] = state["history"]
+        best_loss, best_epoch = state["best_loss"], state["best_epoch"]
+        first, stopped = state["epoch"] + 1, state["stopped"]
+        resumed_from = state["epoch"]
+        log.info("sevennet finetune: resuming after epoch %d (best epoch %d)",
+                 resumed_from, best_epoch)
+    else:
+        trainer.run_one_epoch(valid_loader, is_train=False, error_recorder=valid_rec)
+        v = _read_recorder(valid_rec)
+        history = [{
+            "epoch": 0, "train_loss": None, "valid_loss": v["loss"],
+            "valid_energy_rmse": v["energy_rmse"], "valid_force_rmse": v["force_rmse"],
+        }]
+        best_loss, best_epoch, first, stopped = v["loss"], 0, 1, False
+        save_best(0)
+        save_state(0, False)
+    for epoch in range(first, settings.epochs + 1):
+        if stopped:
+            break
         lr = trainer.get_lr()
         trainer.run_one_epoch(train_loader, is_train=True, error_recorder=train_rec)
         t = _read_recorder(train_rec)
         trainer.run_one_epoch(valid_loader, is_train=False, error_recorder=valid_rec)
         v = _read_recorder(valid_rec)
         trainer.scheduler_step()
-        epochs_run = epoch
-        history.append({
-            "epoch": epoch, "lr": lr, "train_loss": t["loss"],
-            "train_force_rmse": t["force_rmse"], "valid_loss": v["loss"],
-            "valid_energy_rmse": v["energy_rmse"], "valid_force_rmse": v["force_rmse"],
-        })
+        row = {"epoch": epoch, "lr": lr, "train_loss": t["loss"],
+               "train_force_rmse": t["force_rmse"], "valid_loss": v["loss"],
+               "valid_energy_rmse": v["energy_rmse"], "valid_force_rmse": v["force_rmse"]}
+        history.append(row)
         log.info("sevennet finetune epoch %d: train %.4g valid %.4g (F rmse %.4f)",
                  epoch, t["loss"], v["loss"], v["force_rmse"])
         if not math.isfinite(t["loss"]):
             raise FloatingPointError(f"sevennet fine-tuning diverged at epoch {epoch}")
         if v["loss"] < best_loss:
             best_loss, best_epoch = v["loss"], epoch
-            trainer.write_checkpoint(str(best_path), config=config, epoch=epoch)
-        elif epoch - best_epoch >= settings.patience_epochs:
-            break
+            save_best(epoch)
+        stopped = epoch - best_epoch >= settings.patience_epochs
+        save_state(epoch, stopped)
+        if progress is not None:
+            progress({"step": epoch, **{k: float(x) for k, x in row.items()
+                                        if k != "epoch" and x is not None}})
+    epochs_run = len(history) - 1
 
     _write_model_json(model_dir, {
         "backend": BACKEND,
@@ -468,6 +555,7 @@ def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
         "stress_trained": use_stress,
         "epochs_run": epochs_run,
         "best_epoch": best_epoch,
+        "resumed_after_epoch": resumed_from,
         "history": history,
         "settings": asdict(settings),
     })

@@ -4,17 +4,14 @@ kills, and the ledger of faults whose totals go into docs/reliability.md."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import yaml
+from procs import kill_tree, wait_for  # noqa: F401 - re-exported to the tests here
 
 from pfd.frames import frame_hash
 from pfd.store import ArtifactStore
@@ -108,35 +105,6 @@ def mini_config(tmp: Path, command: str, **labeller: Any) -> Path:
 
 
 # --------------------------------------------------------------------------- killing
-def kill_tree(proc: subprocess.Popen[Any] | psutil.Process) -> int:
-    """SIGKILL a process and every descendant (Dask workers, pw.x in its own session):
-    what a node crash or an OOM kill of the whole job does. Returns how many died."""
-    root = psutil.Process(proc.pid)
-    victims = [root, *root.children(recursive=True)]
-    for p in victims:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(victims, timeout=10)
-    if isinstance(proc, subprocess.Popen):
-        proc.wait()
-    return len(victims)
-
-
-def wait_for(cond: Callable[[], bool], proc: subprocess.Popen[Any] | None, what: str,
-             timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process ended (rc {proc.returncode}) before {what}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-# --------------------------------------------------------------------------- datasets
 def dft_frames(store: ArtifactStore, run_id: str) -> list[tuple[str, str, float]]:
     """(dataset, frame hash, energy) of every DFT-labelled frame of a run, sorted."""
     out = []
