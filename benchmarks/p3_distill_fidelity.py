@@ -63,6 +63,10 @@ def main() -> None:
                     default=[StudentSpec().start_pref_v, StudentSpec().limit_pref_v],
                     help="virial loss prefactors (default: the workflow student's; 0 0 "
                          "trains on energies and forces only)")
+    ap.add_argument("--descriptor-neuron", type=int, nargs="+", default=None,
+                    help="student embedding net (default: the workflow student's)")
+    ap.add_argument("--axis-neuron", type=int, default=None)
+    ap.add_argument("--fitting-neuron", type=int, nargs="+", default=None)
     ap.add_argument("--with-originals", action="store_true",
                     help="also give the student the teacher's labels on the unperturbed "
                          "training structures")
@@ -132,6 +136,10 @@ def main() -> None:
     sel = deepmd.compute_sel(split.frames, ["Si"], deepmd.StudentSettings().rcut_A)
     st = replace(p1.deepmd_settings(args.student_steps, sel), start_pref_v=args.pref_v[0],
                  limit_pref_v=args.pref_v[1])
+    size = {k: v for k, v in (("descriptor_neuron", args.descriptor_neuron),
+                              ("axis_neuron", args.axis_neuron),
+                              ("fitting_neuron", args.fitting_neuron)) if v is not None}
+    st = replace(st, **size)
     key = settings_key("p3-student", str(teacher_dir), args.copies, args.displacement,
                        args.strain, train_idx, asdict(st),
                        *(["originals"] if args.with_originals else []))
@@ -214,19 +222,24 @@ def earlier_runs(path: Path, new: dict[str, Any]) -> list[dict[str, Any]]:
     def pref_v(settings: dict[str, Any]) -> list[float]:
         return [settings.get("start_pref_v", 0.0), settings.get("limit_pref_v", 0.0)]
 
+    def net(settings: dict[str, Any]) -> str:
+        return (f"{settings['descriptor_neuron']}/{settings['axis_neuron']}/"
+                f"{settings['fitting_neuron']}")
+
     runs.append({"student_steps": old["student"]["settings"]["steps"],
                  "pref_v": pref_v(old["student"]["settings"]),
+                 "network": net(old["student"]["settings"]),
                  "frames": old["synthetic_frames"]["frames"],
                  "frames_how": old["synthetic_frames"]["how"],
                  "student_force_rmse_eV_A": old["student"]["test_vs_dft"]["force_rmse_eV_A"],
                  "student_over_teacher_force_rmse": old["student_over_teacher_force_rmse"],
                  "date": old["date"]})
     now = (new["student"]["settings"]["steps"], new["synthetic_frames"]["how"],
-           pref_v(new["student"]["settings"]))
-    old_how = old["synthetic_frames"]["how"]
+           pref_v(new["student"]["settings"]), net(new["student"]["settings"]))
+    old_how, old_net = old["synthetic_frames"]["how"], net(old["student"]["settings"])
     return [r for r in runs
-            if (r["student_steps"], r.get("frames_how", old_how), r.get("pref_v", [0.0, 0.0]))
-            != now]
+            if (r["student_steps"], r.get("frames_how", old_how), r.get("pref_v", [0.0, 0.0]),
+                r.get("network", old_net)) != now]
 
 
 def report(result: dict[str, Any], out_dir: Path) -> None:
@@ -238,7 +251,9 @@ def report(result: dict[str, Any], out_dir: Path) -> None:
             f"before: {result['load_average_1_5_15_before'][0]}", "",
             f"Data: {result['data']}; test = P1's held-out split ({result['split']['test']} "
             f"frames). Teacher: {t['description']}. Student: {s['description']} "
-            f"({s['settings']['steps']} steps of batch 1, sel {s['settings']['sel']}). "
+            f"({s['settings']['steps']} steps of batch 1, sel {s['settings']['sel']}, "
+            f"embedding {s['settings']['descriptor_neuron']}, axis "
+            f"{s['settings']['axis_neuron']}, fitting {s['settings']['fitting_neuron']}). "
             f"Teacher-labelled frames: {syn['how']}: {syn['frames']} frames, "
             f"{syn['atoms']} atoms, labelled in {syn['teacher_label_s']} s "
             f"({syn['teacher_ms_per_atom']} ms/atom).", "",
@@ -263,7 +278,8 @@ def report(result: dict[str, Any], out_dir: Path) -> None:
     if result.get("earlier_runs"):
         body += ["", "Same teacher, other student budgets or frames: " + "; ".join(
             f"{r['student_steps']} steps on {r.get('frames', '?')} frames (virial "
-            f"prefactors {r.get('pref_v', [0.0, 0.0])}) → student "
+            f"prefactors {r.get('pref_v', [0.0, 0.0])}, net "
+            f"{r.get('network', '[16, 32, 64]/8/[120, 120, 120]')}) → student "
             f"{r['student_force_rmse_eV_A']:.3f} eV/Å, "
             f"ratio {r['student_over_teacher_force_rmse']}" for r in result["earlier_runs"])
             + "."]

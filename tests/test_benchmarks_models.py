@@ -252,3 +252,27 @@ def test_sevennet_random_init_is_finite_and_not_the_foundation(tmp_path: Path) -
     f_rnd, f_found = rnd.get_forces(), found.get_forces()
     assert np.isfinite(f_rnd).all() and np.isfinite(rnd.get_potential_energy())
     assert np.abs(f_rnd - f_found).max() > 1e-3
+
+
+def test_p1_keeps_curves_of_earlier_budgets(tmp_path: Path) -> None:
+    """A rerun with a larger budget keeps the smaller budget's curves (dashed in the plot)."""
+    p1 = _module("p1_learning_curve")
+    path = tmp_path / "p1.json"
+    point = {"n_train": 10, "force_rmse_eV_A": 0.11, "energy_rmse_meV_atom": 27.0, "x": 1}
+    old = {"complete": True, "command": "python p1 --old", "date": "2026-01-01",
+           "protocol": {"sevennet_frame_visits": 150, "deepmd_steps": 1000},
+           "curves": {"finetuned": [point], "deepmd_scratch": []},
+           "earlier_protocols": [{"sevennet_frame_visits": 50, "deepmd_steps": 500,
+                                  "curves": {}, "command": "older", "date": "2025"}]}
+    path.write_text(json.dumps(old))
+    kept = p1.earlier_protocols(path, 600, 40000)
+    assert [(r["sevennet_frame_visits"], r["deepmd_steps"]) for r in kept] == [(50, 500),
+                                                                                (150, 1000)]
+    assert kept[1]["curves"] == {"finetuned": [{k: point[k] for k in (
+        "n_train", "force_rmse_eV_A", "energy_rmse_meV_atom")}]}  # empty arms dropped
+    # rerunning the same budget replaces it rather than listing it twice
+    assert [r["deepmd_steps"] for r in p1.earlier_protocols(path, 150, 1000)] == [500]
+    # an unfinished run is not an earlier protocol
+    path.write_text(json.dumps({**old, "complete": False}))
+    assert [r["deepmd_steps"] for r in p1.earlier_protocols(path, 600, 40000)] == [500]
+    assert p1.earlier_protocols(tmp_path / "none.json", 600, 40000) == []
