@@ -275,9 +275,10 @@ class StudentSpec(Strict):
     limit_pref_f: NonNegFloat = 1.0
     # The teacher's stress comes free with every frame; without it the student learns
     # E(V) only through energies, and the demo's student had B0 = 326 GPa against the
-    # teacher's 106 (119 with these prefactors). deepmd scales the virial term per atom like the energy term; the
-    # per-atom virial error is ~10x the energy error at equal quality, hence 10x lower.
-    # Used only when every training frame has a stress (deepmd needs it for all).
+    # teacher's 106 (119 with these prefactors). deepmd scales the virial term per atom
+    # like the energy term; the per-atom virial error is ~10x the energy error at equal
+    # quality, hence 10x lower. Used only when every training frame has a stress (deepmd
+    # needs it for all).
     start_pref_v: NonNegFloat = 0.02
     limit_pref_v: NonNegFloat = 1.0
     seed: int = 1
