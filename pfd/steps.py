@@ -249,8 +249,8 @@ def finetune_model(ctx: RunContext, dataset_keys: list[str],
     """Fine-tune the foundation on the union of ``dataset_keys``.
 
     The model key is a hash of the training data keys and settings: a stage that starts
-    from exactly the data the previous stage converged on reuses that model. With the
-    A killed fine-tune resumes from its last checkpoint (deepmd: its step checkpoints;
+    from exactly the data the previous stage converged on reuses that model. A killed
+    fine-tune resumes from its last checkpoint (deepmd: its step checkpoints;
     sevennet: the state after its last finished epoch), and ``progress`` receives the
     learning-curve rows as it trains (deepmd: step, losses, rmse_e_val, rmse_f_val;
     sevennet: step = epoch, train/valid loss, valid force/energy RMSE).

@@ -139,7 +139,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write so that readers see either the old or the new content, never a partial file."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
     # os.open with 0o666 honours the umask, unlike mkstemp's 0o600, so group members on a
@@ -235,7 +235,7 @@ class ArtifactStore(abc.ABC):
         dst = Path(path)
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(dst, data)
+            atomic_write(dst, data)
         except OSError as exc:
             raise StoreError(f"cannot write {self.uri(key)} to {dst}: {exc}") from exc
         return dst
@@ -292,8 +292,8 @@ class LocalStore(ArtifactStore):
             path.parent.mkdir(parents=True, exist_ok=True)
             # Sidecar first: a crash in between leaves either an invisible orphan sidecar
             # (new key) or a detectable mismatch (overwrite), never unverifiable data.
-            _atomic_write(self._sidecar(path), f"{digest}  {path.name}\n".encode())
-            _atomic_write(path, bytes(data))
+            atomic_write(self._sidecar(path), f"{digest}  {path.name}\n".encode())
+            atomic_write(path, bytes(data))
             _fsync_dir(path.parent)
         except OSError as exc:
             raise StoreError(f"cannot write {path}: {exc}") from exc

@@ -384,12 +384,16 @@ def _fingerprint(train: Sequence[Atoms], valid: Sequence[Atoms], start: str,
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    """torch.save through a temporary file: a kill mid-write leaves the previous file."""
+    """torch.save through the store's atomic write: a kill mid-write leaves the old file."""
+    import io
+
     import torch
 
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from pfd.store import atomic_write
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue())
 
 
 def _load_resume(path: Path, fingerprint: str) -> dict[str, Any] | None:
