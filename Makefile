@@ -1,10 +1,11 @@
-# The two commands of README.md: `make demo` and `make test`.
+# The commands of README.md: `make demo`, `make test` (everything, what CI runs) and
+# `make test-fast` (the developer's inner loop: tests not marked slow, < 3 minutes on 2 cores).
 VENV := .venv
 BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install system-deps demo test lint clean
+.PHONY: install system-deps demo test test-fast lint clean
 
 install:
 	bash scripts/install-python.sh
@@ -19,6 +20,10 @@ demo: install system-deps
 test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -ra
+
+test-fast: install system-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -ra -m "not slow"
 
 lint:
 	$(BIN)/ruff check .

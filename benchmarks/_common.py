@@ -11,8 +11,13 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
+import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,3 +58,30 @@ def write_result(out_dir: Path, name: str, result: dict[str, Any]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return out
+
+
+def kill_tree(proc: subprocess.Popen[Any] | psutil.Process | int, timeout: float = 30) -> int:
+    """SIGKILL a process and every descendant (Dask workers, pw.x in its own session, the
+    flow run a worker spawned, LAMMPS under its launcher): what a node crash or an OOM kill
+    of the whole job does. Returns how many died; 0 when the process was already gone.
+
+    The one copy: the benchmarks use it to stop a case over its caps, the kill/resume tests
+    (through ``tests/procs.py``) to simulate a crash.
+    """
+    import psutil
+
+    pid = proc if isinstance(proc, int) else proc.pid
+    try:
+        root = psutil.Process(pid)
+        victims = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    for p in victims:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=timeout)
+    if isinstance(proc, subprocess.Popen):
+        proc.wait()
+    return len(victims)

@@ -22,7 +22,7 @@ from ase import Atoms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT  # noqa: E402
-from p6_selection import DATA, SOURCE, stratified_split  # noqa: E402
+from p6_selection import DATA, SOURCE, require_data, stratified_split  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from pfd import frames as fr  # noqa: E402
@@ -65,10 +65,7 @@ class SiSplit:
 
 def load_split(test_every: int = 5, valid_every: int = 40, order_seed: int = 0,
                data: Path = DATA) -> SiSplit:
-    if not Path(data).is_file():
-        raise FileNotFoundError(f"Si benchmark data not found: {data} (see "
-                                "/work/shared/data/README.md)")
-    frames = fr.read_frames(data)
+    frames = fr.read_frames(require_data(data))
     test, valid, pool = stratified_split(frames, test_every, valid_every)
     return SiSplit(frames, test, valid, pool, order_seed)
 
@@ -103,9 +100,7 @@ def load_average() -> list[float]:
 
 def pin_threads() -> None:
     """One thread per process: the machines these run on are small and shared."""
-    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-              "DP_INTRA_OP_PARALLELISM_THREADS", "DP_INTER_OP_PARALLELISM_THREADS"):
-        os.environ.setdefault(k, "1")
-    import torch
+    from pfd.models.deepmd_run import thread_env
+    from pfd.threads import pin_threads as pin
 
-    torch.set_num_threads(1)
+    pin(1, torch=True, override=False, env=thread_env(1))

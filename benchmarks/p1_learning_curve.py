@@ -42,7 +42,6 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,7 @@ from _si_data import (  # noqa: E402
 )
 
 sys.path.insert(0, str(ROOT))
+from pfd.config import FinetuneSpec, StudentSpec  # noqa: E402
 from pfd.metrics import compare, predict  # noqa: E402
 from pfd.models import deepmd, sevennet  # noqa: E402
 from pfd.plotting import png, pyplot  # noqa: E402
@@ -80,19 +80,27 @@ SCRATCH_LR = 5e-3
 
 
 def sevennet_settings(arm: str, n_train: int, visits: int, finetune_lr: float,
-                      scratch_lr: float) -> sevennet.FinetuneSettings:
+                      scratch_lr: float) -> FinetuneSpec:
     """Whole epochs adding up to about ``visits`` frame passes (at least one epoch)."""
     epochs = max(1, round(visits / n_train))
     scratch = arm == "sevennet_scratch"
-    return sevennet.FinetuneSettings(epochs=epochs, patience_epochs=epochs, threads=1, seed=1,
-                                     learning_rate=scratch_lr if scratch else finetune_lr,
-                                     random_init=scratch)
+    return FinetuneSpec(epochs=epochs, patience_epochs=epochs, seed=1,
+                        learning_rate=scratch_lr if scratch else finetune_lr,
+                        random_init=scratch)
 
 
-def deepmd_settings(steps: int, sel: list[int]) -> deepmd.StudentSettings:
+#: DeePMD's stock loss prefactors (its examples' 0.02 -> 1 energy, 1000 -> 1 force, no
+#: virial): the from-scratch arm is "DeePMD as its users run it", not pfd's distillation
+#: schedule (StudentSpec's defaults), and every P1/P3 result so far used these.
+DEEPMD_STOCK_LOSS = {"start_pref_e": 0.02, "limit_pref_e": 1.0, "start_pref_f": 1000.0,
+                     "limit_pref_f": 1.0, "start_pref_v": 0.0, "limit_pref_v": 0.0}
+
+
+def deepmd_settings(steps: int, sel: list[int]) -> StudentSpec:
     # stop_lr well above deepmd's default: with a few thousand steps the default decay
     # (to 3.5e-8) would spend most of the budget at a learning rate too small to move.
-    return deepmd.StudentSettings(steps=steps, batch_size=1, stop_lr=1e-5, sel=sel, threads=1)
+    return StudentSpec(steps=steps, batch_size=1, stop_lr=1e-5, sel=sel, compress=False,
+                       **DEEPMD_STOCK_LOSS)
 
 
 def errors(reference: list, predicted: list) -> dict[str, float]:
@@ -107,7 +115,7 @@ def train_model(arm: str, split: SiSplit, n_train: int, cache: Path,
                 settings: Any) -> tuple[Path, dict[str, Any]]:
     """Train (or find in the cache) one model; returns its model dir and training record."""
     train_idx = split.train(n_train)
-    key = settings_key(arm, train_idx, split.valid, asdict(settings))
+    key = settings_key(arm, train_idx, split.valid, settings.model_dump(mode="json"))
     wd = cache / "p1" / f"{arm}-n{n_train}-{key}"
     done = wd / "trained.json"
     if done.is_file():
@@ -123,7 +131,7 @@ def train_model(arm: str, split: SiSplit, n_train: int, cache: Path,
         shutil.rmtree(wd / "sevenn", ignore_errors=True)  # graph caches, not the model
     meta = json.loads((model / "pfd_model.json").read_text())
     rec: dict[str, Any] = {"train_s": round(time.perf_counter() - t, 1),
-                           "settings": asdict(settings)}
+                           "settings": settings.model_dump(mode="json")}
     if arm == "deepmd_scratch":
         rec["steps"] = settings.steps
         rec["frame_visits"] = settings.steps * 1
@@ -262,7 +270,7 @@ def main() -> None:
     ap.add_argument("--sevennet-visits", type=int, default=150,
                     help="frame passes per SevenNet model (whole epochs, >= 1 epoch)")
     ap.add_argument("--deepmd-steps", type=int, default=1000, help="batch-1 steps per model")
-    ap.add_argument("--finetune-lr", type=float, default=sevennet.FinetuneSettings().learning_rate)
+    ap.add_argument("--finetune-lr", type=float, default=FinetuneSpec().learning_rate)
     ap.add_argument("--scratch-lr", type=float, default=SCRATCH_LR)
     ap.add_argument("--target", type=float, default=TARGET_F, help="force RMSE, eV/Å")
     ap.add_argument("--arm-max-frames", nargs="+", default=[], metavar="ARM=N",
@@ -295,7 +303,7 @@ def main() -> None:
 
     split = load_split(test_every, valid_every)
     test = split.take(split.test)
-    sel = deepmd.compute_sel(split.frames, ["Si"], deepmd.StudentSettings().rcut_A)
+    sel = deepmd.compute_sel(split.frames, ["Si"], StudentSpec().rcut_A)
     cache = args.out_dir / "benchmarks" / ".cache"
     t_start = time.perf_counter()
     curves: dict[str, list[dict[str, Any]]] = {a: [] for a in args.arms}
@@ -313,8 +321,8 @@ def main() -> None:
                                 for n in args.sizes},
             "finetune_lr": args.finetune_lr, "scratch_lr": args.scratch_lr,
             "deepmd_steps": args.deepmd_steps,
-            "deepmd": asdict(deepmd_settings(args.deepmd_steps, sel)),
-            "sevennet": {k: v for k, v in asdict(sevennet.FinetuneSettings()).items()
+            "deepmd": deepmd_settings(args.deepmd_steps, sel).model_dump(mode="json"),
+            "sevennet": {k: v for k, v in FinetuneSpec().backend_dump().items()
                          if k not in ("epochs", "patience_epochs", "learning_rate",
                                       "random_init")},
             "budget_note": "fixed training budget per model (frame visits), sized for a "

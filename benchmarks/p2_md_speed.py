@@ -60,12 +60,11 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine, update_markdown, utc_now, write_result  # noqa: E402
+from _common import ROOT, kill_tree, machine, update_markdown, utc_now, write_result  # noqa: E402
 from _si_data import load_average, load_split, pin_threads, settings_key  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
@@ -250,30 +249,15 @@ def _rss_gib(pid: int) -> float:
         return 0.0
 
 
-def _kill_tree(pid: int) -> None:
-    """The case and everything it started (LAMMPS runs two levels down)."""
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        procs = [*p.children(recursive=True), p]
-    except psutil.Error:
-        return
-    for q in procs:
-        try:
-            q.kill()
-        except psutil.Error:
-            pass
-
-
 def measure(model: str, path: str, natoms: int, args: argparse.Namespace) -> dict[str, Any]:
     lmp = model == "student_lammps"
     max_steps = getattr(args, "lammps_max_steps", 100000) if lmp else args.max_steps
     timed_s = getattr(args, "lammps_timed_s", args.timed_s) if lmp else args.timed_s
     cmd = [sys.executable, str(Path(__file__).resolve()), "--case", model, path, str(natoms),
            "--timed-s", str(timed_s), "--max-steps", str(max_steps)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    from pfd.threads import thread_env
+
+    env = {**os.environ, **thread_env(1), "PYTHONWARNINGS": "ignore"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=ROOT)
@@ -285,7 +269,7 @@ def measure(model: str, path: str, natoms: int, args: argparse.Namespace) -> dic
         elif time.perf_counter() - t0 > args.case_timeout_s:
             status = "exceeded time cap"
         if status != "ok":
-            _kill_tree(proc.pid)
+            kill_tree(proc.pid)  # the case and all it started (LAMMPS is 2 levels down)
             break
         time.sleep(0.1)
     out, err = proc.communicate()
@@ -315,11 +299,13 @@ def measure(model: str, path: str, natoms: int, args: argparse.Namespace) -> dic
 
 
 def _settings_of(model_dir: Path) -> Any:
-    """The StudentSettings a cached student was trained with (from its pfd_model.json)."""
-    from pfd.models.deepmd import StudentSettings
+    """The StudentSpec a cached student was trained with (from its pfd_model.json); keys
+    of older records that are no longer settings (``threads``) are dropped."""
+    from pfd.config import StudentSpec
 
     meta = json.loads((model_dir / "pfd_model.json").read_text())
-    return StudentSettings(**meta["settings"])
+    return StudentSpec(**{k: v for k, v in meta["settings"].items()
+                          if k in StudentSpec.model_fields})
 
 
 def student_models(cache: Path, quick: bool, pinned: tuple[Path, str] | None = None
@@ -345,10 +331,13 @@ def student_models(cache: Path, quick: bool, pinned: tuple[Path, str] | None = N
         settings = _settings_of(frozen.parent)
     else:
         split = load_split(40, 100) if quick else load_split()
-        sel = deepmd.compute_sel(split.frames, ["Si"], deepmd.StudentSettings().rcut_A)
-        settings = deepmd.StudentSettings(steps=20 if quick else 200, batch_size=1,
-                                          stop_lr=1e-5, sel=sel, threads=1)
-        wd = cache / "p2" / f"standin-{settings_key(settings.__dict__)}"
+        from p1_learning_curve import deepmd_settings
+
+        from pfd.config import StudentSpec
+
+        sel = deepmd.compute_sel(split.frames, ["Si"], StudentSpec().rcut_A)
+        settings = deepmd_settings(20 if quick else 200, sel)
+        wd = cache / "p2" / f"standin-{settings_key(settings.model_dump(mode='json'))}"
         frozen = wd / "model" / "frozen_model.pth"
         if not frozen.is_file():
             deepmd.train_student(split.take(split.train(10)), [], wd, settings,
@@ -375,9 +364,10 @@ def lammps_student(cache: Path, student: Path, settings: Any, quick: bool
     except FileNotFoundError as exc:
         return None, {"status": f"skipped: {exc}"}
     steps, nframes = LAMMPS_TRAIN[1 if quick else 0]
-    st = replace(settings, steps=steps, compress=True, threads=1, batch_size=1,
-                 decay_steps=None, disp_freq=None, save_freq=None)
-    wd = cache / "p2" / f"lammps-{settings_key(asdict(st), nframes)}"
+    st = settings.model_copy(update={"steps": steps, "compress": True, "batch_size": 1,
+                                     "decay_steps": None, "disp_freq": None,
+                                     "save_freq": None})
+    wd = cache / "p2" / f"lammps-{settings_key(st.model_dump(mode='json'), nframes)}"
     model_dir = wd / "model"
     t = time.perf_counter()
     if not (model_dir / "pfd_model.json").is_file():

@@ -28,7 +28,6 @@ import logging
 import sys
 import time
 import warnings
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from ase.build import bulk  # noqa: E402
 
 from pfd import frames as fr  # noqa: E402
-from pfd.config import StudentSpec  # noqa: E402
+from pfd.config import FinetuneSpec, StudentSpec  # noqa: E402
 from pfd.metrics import predict  # noqa: E402
 from pfd.models import deepmd, sevennet  # noqa: E402
 from pfd.perturb import perturb  # noqa: E402
@@ -103,7 +102,7 @@ def main() -> None:
         teacher_rec: dict[str, Any] = {}
     else:
         settings = p1.sevennet_settings("finetuned", args.teacher_frames, args.sevennet_visits,
-                                        sevennet.FinetuneSettings().learning_rate,
+                                        FinetuneSpec().learning_rate,
                                         p1.SCRATCH_LR)
         teacher_dir, teacher_rec = p1.train_model("finetuned", split, args.teacher_frames,
                                                   cache, settings)
@@ -133,15 +132,15 @@ def main() -> None:
     # student validation = teacher labels too: the student never sees DFT before the test
     valid = predict(teacher, [a.copy() for a in split.take(split.valid)])
 
-    sel = deepmd.compute_sel(split.frames, ["Si"], deepmd.StudentSettings().rcut_A)
-    st = replace(p1.deepmd_settings(args.student_steps, sel), start_pref_v=args.pref_v[0],
-                 limit_pref_v=args.pref_v[1])
+    sel = deepmd.compute_sel(split.frames, ["Si"], StudentSpec().rcut_A)
+    st = p1.deepmd_settings(args.student_steps, sel).model_copy(
+        update={"start_pref_v": args.pref_v[0], "limit_pref_v": args.pref_v[1]})
     size = {k: v for k, v in (("descriptor_neuron", args.descriptor_neuron),
                               ("axis_neuron", args.axis_neuron),
                               ("fitting_neuron", args.fitting_neuron)) if v is not None}
-    st = replace(st, **size)
+    st = st.model_copy(update=size)
     key = settings_key("p3-student", str(teacher_dir), args.copies, args.displacement,
-                       args.strain, train_idx, asdict(st),
+                       args.strain, train_idx, st.model_dump(mode="json"),
                        *(["originals"] if args.with_originals else []))
     wd = cache / "p3" / f"student-{key}"
     t = time.perf_counter()
@@ -175,7 +174,7 @@ def main() -> None:
         "teacher": {"description": teacher_desc, "model": str(teacher_dir.relative_to(
             args.out_dir)), "test_vs_dft": e_teacher, **teacher_rec},
         "student": {"description": "DeePMD se_e2_a trained on teacher labels only",
-                    "settings": asdict(st), "model": str(student_dir.relative_to(
+                    "settings": st.model_dump(mode="json"), "model": str(student_dir.relative_to(
                         args.out_dir)), "test_vs_dft": e_student,
                     "test_vs_teacher": e_vs_teacher},
         "eos_diamond": {"how": "8-atom diamond cell, 9 volumes within ±6 %, fixed fractional "

@@ -47,15 +47,16 @@ def _config(quick: bool, store: Path) -> dict[str, Any]:
 
 
 def explore_wall(workers: int, quick: bool, tmp: Path) -> dict[str, Any]:
-    from pfd import steps
+    from pfd import run_store, steps
     from pfd.config import ClusterSpec, parse_config
+    from pfd.model_cache import upload_model
     from pfd.models.sevennet import save_foundation
     from tasks.cluster import dask_cluster, dask_map
 
     store = tmp / f"store-{workers}w"
     cfg = parse_config(_config(quick, store))
-    ctx = steps.make_context(cfg, str(store), tmp / f"work-{workers}w")
-    steps.upload_model(ctx.store, "models/m0", save_foundation(tmp / "m0",
+    ctx = run_store.make_context(cfg, str(store), tmp / f"work-{workers}w")
+    upload_model(ctx.store, "models/m0", save_foundation(tmp / "m0",
                                                                type_map=["Si"]))
     with dask_cluster(ClusterSpec(n_workers=workers, threads_per_worker=1)):
         t0 = time.perf_counter()
@@ -73,7 +74,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out-dir", type=Path, default=ROOT)
     args = ap.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from pfd.threads import pin_threads
+
+    pin_threads(1, override=False)
     tmp = Path(tempfile.mkdtemp(prefix="pfd-p4-"))
     runs = {w: explore_wall(w, args.quick, tmp) for w in (1, 2)}
     speedup = runs[1]["wall_s"] / runs[2]["wall_s"]

@@ -5,7 +5,8 @@
 
 The fine-tune loop is simulated on an already-labelled pool, so no DFT runs: the PFD
 paper's final Si fine-tuning set (515 VASP frames; GitHub ruoyuwang1995nya/pfd-paper,
-dataset/Si/train.extxyz, commit eb5fb856; see /work/shared/data/README.md). A fixed
+dataset/Si/train.extxyz, commit eb5fb856; kept unchanged in tests/data/si_paper, see
+tests/data/README.md; ``$PFD_SI_DATA`` points the benchmarks at another copy). A fixed
 held-out test split and a small validation split (only for fine-tuning's early stopping
 and checkpoint choice) are taken out first, stratified by cell size and energy per atom so
 that every phase and cell size appears in the test. Both methods start from the same 20
@@ -34,7 +35,6 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +45,31 @@ from _common import ROOT, machine, update_markdown, utc_now, write_result  # noq
 
 sys.path.insert(0, str(ROOT))
 from pfd import frames as fr  # noqa: E402
-from pfd.config import SelectSpec  # noqa: E402
+from pfd.config import (
+    FinetuneSpec,  # noqa: E402
+    SelectSpec,  # noqa: E402
+)
 from pfd.metrics import evaluate  # noqa: E402
-from pfd.models.sevennet import FinetuneSettings, finetune, load_calculator  # noqa: E402
+from pfd.models.sevennet import finetune, load_calculator  # noqa: E402
 from pfd.plotting import png, pyplot  # noqa: E402
 from pfd.select.entropy import entropy_select  # noqa: E402
+from pfd.threads import pin_threads  # noqa: E402
 
-DATA = ROOT.parent / "shared/data/pfd-paper/Si/train.extxyz"
+#: the Si set (P1-P3 read it too): the repo's copy unless $PFD_SI_DATA names another
+DATA = Path(os.environ.get("PFD_SI_DATA") or ROOT / "tests/data/si_paper/train.extxyz")
 SOURCE = ("PFD paper data release: GitHub ruoyuwang1995nya/pfd-paper, dataset/Si/train.extxyz "
           "@ eb5fb856 (515 VASP frames, 500 eV; PBEsol per its INCAR)")
 TARGET_RATIO = 0.7
+
+
+def require_data(path: Path) -> Path:
+    """The data file, or an error that says where it was looked for and how to fix it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"Si benchmark data not found: {path}. It is the repo's "
+            "tests/data/si_paper/train.extxyz unless $PFD_SI_DATA names another copy of "
+            "pfd-paper's dataset/Si/train.extxyz (see tests/data/README.md).")
+    return Path(path)
 
 
 def stratified_split(frames: list, test_every: int, valid_every: int
@@ -74,7 +89,7 @@ class Loop:
     """One method's learning curve; models are fine-tuned, tested, then deleted."""
 
     def __init__(self, frames: list, test: list[int], valid: list[int],
-                 settings: FinetuneSettings, work: Path, target: float) -> None:
+                 settings: FinetuneSpec, work: Path, target: float) -> None:
         self.frames, self.test, self.valid = frames, test, valid
         self.settings, self.work, self.target = settings, work, target
 
@@ -84,7 +99,7 @@ class Loop:
         model = finetune([self.frames[i] for i in train], [self.frames[i] for i in self.valid],
                          wd, self.settings)
         t_ft = time.perf_counter() - t
-        m, _ = evaluate(load_calculator(model, threads=self.settings.threads),
+        m, _ = evaluate(load_calculator(model, threads=1),
                         [self.frames[i] for i in self.test])
         shutil.rmtree(wd, ignore_errors=True)
         return {"n_train": len(train), "force_rmse_eV_A": round(m.force_rmse_eV_A, 4),
@@ -167,14 +182,13 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    pin_threads(1, override=False)
 
-    frames = fr.read_frames(DATA)
+    frames = fr.read_frames(require_data(DATA))
     test, valid, pool = stratified_split(frames, test_every, valid_every)
     rng = np.random.default_rng(0)
     initial = sorted(int(i) for i in rng.choice(pool, size=args.initial, replace=False))
-    settings = FinetuneSettings(epochs=args.epochs, threads=1, seed=1,
-                                patience_epochs=args.epochs)
+    settings = FinetuneSpec(epochs=args.epochs, seed=1, patience_epochs=args.epochs)
     work = Path(tempfile.mkdtemp(prefix="pfd-p6-"))
     loop = Loop(frames, test, valid, settings, work, args.target)
     max_tested = args.initial + (args.max_iters - 1) * args.per_iter
@@ -195,7 +209,7 @@ def main() -> None:
                                   for n in sorted({len(a) for a in frames})}},
         "protocol": {"initial": args.initial, "per_iteration": args.per_iter,
                      "max_models_per_method": args.max_iters, "target_force_rmse_eV_A":
-                     args.target, "finetune": asdict(settings),
+                     args.target, "finetune": settings.backend_dump(),
                      "entropy": SelectSpec(n_frames=args.per_iter).model_dump(),
                      "full_curve": args.full_curve,
                      "initial_frames_seed": 0},
@@ -312,7 +326,7 @@ def report(result: dict[str, Any], out_dir: Path) -> None:
             f"cell size and energy per atom. Start {proto['initial']} random pool frames; add "
             f"{proto['per_iteration']} per iteration; SevenNet-0 fine-tuned from the "
             f"foundation every time ({ft['epochs']} epochs, lr {ft['learning_rate']}, batch "
-            f"{ft['batch_size']}, {ft['threads']} thread); at most "
+            f"{ft['batch_size']}, {ft.get('threads', 1)} thread); at most "
             f"{proto['max_models_per_method']} models per method"
             + ("; curves continued past the target (`--full-curve`)."
                if proto.get("full_curve") else "."),

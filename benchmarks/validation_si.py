@@ -108,7 +108,9 @@ def main() -> None:
         cmd += ["--config", str(args.config)]
     if args.quick:
         cmd.append("--no-dft")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    from pfd.threads import thread_env
+
+    env = dict(os.environ, **thread_env(1), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
     validate_s = time.perf_counter() - t0

@@ -13,7 +13,10 @@ from typing import Annotated
 
 import typer
 
-from pfd.config import ConfigError, load_config
+from pfd import run_store as rs
+from pfd.config import ConfigError
+from pfd.preflight import check_config_file
+from pfd.run_store import run_key
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="PFD: Pre-train, Fine-tune, Distill machine-learning force fields.")
@@ -31,7 +34,7 @@ def _fail(msg: str, code: int = 2) -> None:
 def check(config: Path) -> None:
     """Check a config file (fields, structure files, pseudopotentials) and exit."""
     try:
-        cfg = load_config(config)
+        cfg = check_config_file(config)
     except ConfigError as err:
         _fail(str(err))
         return
@@ -43,15 +46,28 @@ def run(config: Path, store: StoreOpt = None,
         workdir: Annotated[Path | None, typer.Option(help="Local scratch directory")] = None,
         ) -> None:
     """Run (or resume) a PFD job in-process, with Prefect's ephemeral API and a Dask cluster."""
+    from pfd.run_lease import RunBusy
     from pfd.steps import LabellingStopped
     from pfd.store import StoreError, check_store_url
 
     try:
-        load_config(config)
+        cfg = check_config_file(config)
         if store is not None:
             check_store_url(store)
     except (ConfigError, StoreError) as err:
         _fail(str(err))
+        return
+    try:
+        from pfd.run_lease import check_free
+        from pfd.run_store import make_context
+
+        ctx = make_context(cfg, store, workdir, create=False)
+        check_free(ctx.store, ctx.run_id)
+    except RunBusy as err:
+        _fail(f"pfd run refused: {err}", code=3)
+        return
+    except StoreError as err:
+        _fail(f"pfd run stopped: {err}", code=1)
         return
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.pfd import pfd_flow
@@ -59,13 +75,16 @@ def run(config: Path, store: StoreOpt = None,
     try:
         result = pfd_flow(str(config.resolve()), store=store,
                           workdir=str(workdir) if workdir else None)
+    except RunBusy as err:
+        _fail(f"pfd run refused: {err}", code=3)
+        return
     except (LabellingStopped, StoreError, ConfigError) as err:
         # expected stops: one message saying why and what to do, not a traceback
         _fail(f"pfd run stopped: {err}", code=1)
         return
     typer.echo(result["report"])
     typer.echo(f"\nrun {result['run_id']} completed; results in {result['store']}"
-               f"/runs/{result['run_id']}")
+               f"/{run_key(result['run_id'])}")
 
 
 def _store(store: str | None):  # noqa: ANN202
@@ -77,31 +96,34 @@ def _store(store: str | None):  # noqa: ANN202
         _fail(str(err))
 
 
+def _require_run(st, run_id: str) -> None:  # noqa: ANN001
+    if not rs.run_exists(st, run_id):
+        runs = rs.list_runs(st)
+        _fail(f"no run {run_id!r} in store {st.url} (runs there: {runs or 'none'})")
+
+
 @app.command()
 def status(run_id: str, store: StoreOpt = None) -> None:
     """Per-iteration table of a run, read from the store."""
     from pfd.config import check_run_id
     from pfd.report import status_markdown
-    from pfd.steps import status_rows
 
     try:
         check_run_id(run_id)
     except ConfigError as err:
         _fail(str(err))
     st = _store(store)
-    if not st.exists(f"runs/{run_id}/config.json"):
-        runs = sorted({k.split("/")[1] for k in st.list("runs/")})
-        _fail(f"no run {run_id!r} in store {st.url} (runs there: {runs or 'none'})")
-    info = st.get_json(f"runs/{run_id}/run.json") if st.exists(f"runs/{run_id}/run.json") else {}
+    _require_run(st, run_id)
+    info = rs.read_run_info(st, run_id)
     typer.echo(f"run {run_id}: {info.get('status', 'unknown')}")
     flow_run = info.get("flow_run") or {}
     if flow_run.get("id"):
         typer.echo(f"Prefect flow run: {flow_run.get('name')} ({flow_run['id']})")
-    typer.echo(status_markdown(status_rows(st, run_id)))
-    if st.exists(f"runs/{run_id}/distill/record.json"):
+    typer.echo(status_markdown(rs.status_rows(st, run_id)))
+    rec = rs.read_distill_record(st, run_id)
+    if rec is not None:
         from pfd.report import fmt, markdown_table
 
-        rec = st.get_json(f"runs/{run_id}/distill/record.json")
         typer.echo("\ndistillation:")
         typer.echo(markdown_table(
             ["model", "tested on", "frames", "E RMSE meV/atom", "F RMSE eV/Å"],
@@ -115,7 +137,7 @@ def _run_config(st: object, run_id: str, config: Path | None):  # noqa: ANN202
     """The run's stored config; ``config`` (a YAML file) may replace its validation: part."""
     from pfd.config import ValidationSpec, parse_config
 
-    raw = st.get_json(f"runs/{run_id}/config.json")  # type: ignore[attr-defined]
+    raw = rs.read_config(st, run_id)  # type: ignore[arg-type]
     if config is not None:
         import yaml
 
@@ -125,7 +147,7 @@ def _run_config(st: object, run_id: str, config: Path | None):  # noqa: ANN202
                 other.get("validation") or {}).model_dump(mode="json")
         except (OSError, yaml.YAMLError, ValueError) as err:
             _fail(f"{config}: cannot use its validation section: {err}")
-    return parse_config(raw, source=f"runs/{run_id}/config.json")
+    return parse_config(raw, source=rs.config_key(run_id))
 
 
 @app.command("validate")
@@ -144,19 +166,16 @@ def validate_run(
     if run_id.endswith((".yaml", ".yml")) and Path(run_id).is_file():
         _fail(f"{run_id} is a config file: did you mean `pfd check {run_id}`? "
               "(`pfd validate` takes the id of a finished run)")
-    from pfd.steps import make_context
     from pfd.validate.run import validate_run as run_validation
 
     st = _store(store)
-    if not st.exists(f"runs/{run_id}/config.json"):
-        runs = sorted({k.split("/")[1] for k in st.list("runs/")})
-        _fail(f"no run {run_id!r} in store {st.url} (runs there: {runs or 'none'})")
+    _require_run(st, run_id)
     try:
         cfg = _run_config(st, run_id, config)
     except ConfigError as err:
         _fail(str(err))
         return
-    ctx = make_context(cfg, st.url, workdir)
+    ctx = rs.make_context(cfg, st.url, workdir)
     try:
         rec = run_validation(ctx, log=lambda m: typer.secho(m, fg=typer.colors.YELLOW),
                              with_dft=not no_dft)
@@ -179,10 +198,8 @@ def _print_validation(nums: dict) -> None:  # type: ignore[type-arg]
 def report(run_id: str, store: StoreOpt = None) -> None:
     """Print a run's summary and its validation table, read from the store."""
     st = _store(store)
-    base = f"runs/{run_id}/report"
-    if not st.exists(f"runs/{run_id}/config.json"):
-        runs = sorted({k.split("/")[1] for k in st.list("runs/")})
-        _fail(f"no run {run_id!r} in store {st.url} (runs there: {runs or 'none'})")
+    base = rs.report_key(run_id)
+    _require_run(st, run_id)
     if st.exists(f"{base}/summary.md"):
         typer.echo(st.get_text(f"{base}/summary.md"))
     if st.exists(f"{base}/validation.json"):
@@ -219,9 +236,8 @@ def fetch(
 def list_runs(store: StoreOpt = None) -> None:
     """Runs in the store and their state."""
     st = _store(store)
-    runs = sorted({k.split("/")[1] for k in st.list("runs/")})
-    for r in runs:
-        info = st.get_json(f"runs/{r}/run.json") if st.exists(f"runs/{r}/run.json") else {}
+    for r in rs.list_runs(st):
+        info = rs.read_run_info(st, r)
         typer.echo(f"{r}\t{info.get('status', 'unknown')}")
 
 

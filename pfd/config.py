@@ -48,6 +48,19 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+#: ``json_schema_extra`` of a field that says where or how a run executes, not what it
+#: computes: it stays out of the run id (``PFDConfig.fingerprint``), so moving the project,
+#: changing threads, ranks, timeouts, the cluster or the store reuses every model.
+MACHINE = {"pfd_identity": "machine"}
+#: a file path whose *content* is part of the run id (not where the file lies)
+CONTENT = {"pfd_identity": "content"}
+
+
+def machine(default: Any = None, **kw: Any) -> Any:
+    """A field outside the run's identity (see :data:`MACHINE`)."""
+    return Field(default, json_schema_extra=MACHINE, **kw)
+
+
 class ConfigError(ValueError):
     """A configuration problem, phrased as 'field.path: what is wrong (what is allowed)'."""
 
@@ -71,7 +84,7 @@ class BuildSpec(Strict):
 class StructureSpec(Strict):
     """Either a structure file (any format ASE reads; all frames are used) or a build recipe."""
 
-    file: Path | None = None
+    file: Path | None = Field(None, json_schema_extra=CONTENT)
     build: BuildSpec | None = None
 
     @model_validator(mode="after")
@@ -110,11 +123,11 @@ class EngineRunSpec(Strict):
     """How one engine process runs. None of it changes a label, so none of it is in a
     labeller fingerprint: changing threads or ranks reuses every cached label."""
 
-    threads: PositiveInt = 1
-    mpi_ranks: PositiveInt = 1
-    mpirun: str = "mpirun -np {ranks}"
-    timeout_s: PositiveFloat = 3600.0
-    max_corrections: Annotated[int, Field(ge=0, le=20)] = 5
+    threads: PositiveInt = machine(1)
+    mpi_ranks: PositiveInt = machine(1)
+    mpirun: str = machine("mpirun -np {ranks}")
+    timeout_s: PositiveFloat = machine(3600.0)
+    max_corrections: int = machine(5, ge=0, le=20)
 
     @field_validator("mpirun")
     @classmethod
@@ -126,8 +139,8 @@ class EngineRunSpec(Strict):
 
 
 class QESpec(EngineRunSpec):
-    command: str = "pw.x"
-    pseudo_dir: Path = Path("/usr/share/espresso/pseudo")
+    command: str = machine("pw.x")
+    pseudo_dir: Path = machine(Path("/usr/share/espresso/pseudo"))
     pseudopotentials: dict[str, str] = Field(default_factory=dict)
     ecutwfc_Ry: PositiveFloat = 30.0
     ecutrho_Ry: PositiveFloat | None = None
@@ -138,16 +151,16 @@ class QESpec(EngineRunSpec):
     mixing_beta: Annotated[float, Field(gt=0, le=1)] = 0.5
     electron_maxstep: PositiveInt = 100
     # custodian: gentler mixing + more steps this many times, then a permanent failure
-    scf_fix_attempts: Annotated[int, Field(ge=0, le=5)] = 2
+    scf_fix_attempts: int = machine(2, ge=0, le=5)
     # reruns of a pw.x that died without an answer (a crash, not the physics)
-    crash_retries: Annotated[int, Field(ge=0, le=5)] = 2
+    crash_retries: int = machine(2, ge=0, le=5)
 
 
 class CP2KSpec(EngineRunSpec):
     """CP2K Quickstep (GPW), Debian's ``cp2k`` + ``cp2k-data`` by default."""
 
-    command: str = "cp2k.psmp"
-    data_dir: Path = Path("/usr/share/cp2k")
+    command: str = machine("cp2k.psmp")
+    data_dir: Path = machine(Path("/usr/share/cp2k"))
     basis_file: str = "BASIS_MOLOPT"
     potential_file: str = "GTH_POTENTIALS"
     basis_set: str = "DZVP-MOLOPT-SR-GTH"
@@ -179,10 +192,10 @@ class VaspSpec(EngineRunSpec):
     """VASP via custodian. Inputs: a pymatgen input set (or ``incar_template``) plus the
     label settings below; POTCARs from ``psp_dir`` (default: $PMG_VASP_PSP_DIR)."""
 
-    command: str = "vasp_std"
+    command: str = machine("vasp_std")
     version: str | None = None  # declared VASP version: fingerprinted, checked per run
     input_set: Literal["MatPESStaticSet", "MPStaticSet"] = "MatPESStaticSet"
-    incar_template: Path | None = None
+    incar_template: Path | None = Field(None, json_schema_extra=CONTENT)
     incar: dict[str, IncarValue] = Field(default_factory=dict)  # further INCAR settings
     encut_eV: PositiveFloat = 520.0
     kspacing_invA: PositiveFloat = 0.25
@@ -192,7 +205,7 @@ class VaspSpec(EngineRunSpec):
     ispin: Literal[1, 2] = 1
     potcar_functional: str = "PBE_64"
     potcar_symbols: dict[str, str] = Field(default_factory=dict)  # e.g. {Fe: Fe_pv}
-    psp_dir: Path | None = None
+    psp_dir: Path | None = machine(None)
     # custodian handlers that change the physics of a label (smearing, k-points, cutoff):
     # off by default, since mixed settings in one dataset are a silent accuracy bug
     extra_handlers: list[Literal["IncorrectSmearingHandler", "LargeSigmaHandler",
@@ -217,27 +230,115 @@ class LabellerSpec(Strict):
     cp2k: CP2KSpec = CP2KSpec()
     vasp: VaspSpec = VaspSpec()
     # a labelling step stops (labels already computed stay in the store) above this
-    max_failure_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
-    keep_scratch: bool = False  # keep successful frames' engine directories too
+    max_failure_fraction: float = machine(0.2, ge=0, le=1)
+    keep_scratch: bool = machine(False)  # keep successful frames' engine directories too
 
 
 # --------------------------------------------------------------------------- models
-class FinetuneSpec(Strict):
-    """``sevennet``: ``foundation`` names a SevenNet checkpoint (epochs, patience apply).
+class DPLossSpec(Strict):
+    """Loss prefactors of a dp training (deepmd's ``ener`` loss), start -> limit.
+
+    Distillation and DPA fine-tuning train once on a fixed set in comparatively few steps,
+    so energy is weighted more from the start than DeePMD's usual 0.02 -> 1: with the
+    usual schedule a short run leaves per-structure energy offsets (vacancy vs bulk)
+    unlearned even when forces fit (measured on the Si demo: 204 -> 12 meV/atom).
+    The stress comes with every DFT and teacher frame; without it a student learns E(V)
+    only through energies (the demo's student had B0 = 326 GPa against the teacher's 106;
+    119 with these prefactors). deepmd scales the virial term per atom like the energy
+    term; the per-atom virial error is ~10x the energy error at equal quality, hence 10x
+    lower. The virial is used only when every training frame has a stress.
+    """
+
+    start_pref_e: NonNegFloat = 0.2
+    limit_pref_e: NonNegFloat = 10.0
+    start_pref_f: NonNegFloat = 100.0
+    limit_pref_f: NonNegFloat = 1.0
+    start_pref_v: NonNegFloat = 0.02
+    limit_pref_v: NonNegFloat = 1.0
+
+
+class DPScheduleSpec(DPLossSpec):
+    """Steps, learning rate and bookkeeping of a dp training from scratch (the student);
+    the DPA fine-tune derives its schedule from :class:`FinetuneSpec` (``dp_schedule``)."""
+
+    steps: PositiveInt = 20000
+    batch_size: PositiveInt | Literal["auto"] = "auto"
+    start_lr: PositiveFloat = 1e-3
+    stop_lr: PositiveFloat = 3.5e-8
+    decay_steps: PositiveInt | None = None
+    seed: int = 1
+    disp_freq: PositiveInt | None = None
+    save_freq: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _lr_decreases(self) -> DPScheduleSpec:
+        if self.stop_lr > self.start_lr:
+            raise ValueError(f"stop_lr ({self.stop_lr}) must not exceed start_lr "
+                             f"({self.start_lr})")
+        return self
+
+    def resolved_decay_steps(self) -> int:
+        # ~200 decays over the run, the ratio of DeePMD's stock examples
+        # (1e6 steps / 5000); capped at deepmd's own default of 5000.
+        if self.decay_steps is not None:
+            return int(self.decay_steps)
+        return int(min(5000, max(1, self.steps // 200)))
+
+    def resolved_disp_freq(self) -> int:
+        # ~100 learning-curve points is enough for a plot and keeps validation cheap.
+        if self.disp_freq is not None:
+            return int(self.disp_freq)
+        return int(min(1000, max(1, self.steps // 100)))
+
+    def resolved_save_freq(self) -> int:
+        # A few checkpoints per run: enough to resume after a kill, few enough to be cheap.
+        if self.save_freq is not None:
+            return int(self.save_freq)
+        return int(max(self.resolved_disp_freq(), self.steps // 4, 1))
+
+
+#: FinetuneSpec fields each backend reads beside the shared ones
+FINETUNE_BACKEND_FIELDS = {
+    "sevennet": ("foundation", "epochs", "patience_epochs", "energy_weight", "force_weight",
+                 "stress_weight", "huber_delta", "random_init"),
+    "deepmd": ("checkpoint", "model_branch", "steps", "stop_lr", *DPLossSpec.model_fields),
+}
+
+
+class FinetuneSpec(DPLossSpec):
+    """How the foundation model is fine-tuned; one block for every backend.
+
+    ``sevennet``: ``foundation`` names a SevenNet checkpoint (a pretrained name or a
+    ``.pth`` file); ``epochs``, ``patience_epochs`` and the loss weights apply.
     ``deepmd``: ``checkpoint`` is a DPA-2/DPA-3 training checkpoint (``.pt``, relative to
     the config file); ``model_branch`` picks the head of a multi-task one (required there)
-    or is ``RANDOM`` to re-initialise the fitting net; ``steps`` apply."""
+    or is ``RANDOM`` to re-initialise the fitting net; ``steps``, ``stop_lr`` and the dp
+    loss prefactors apply. ``batch_size``, ``learning_rate``, ``valid_fraction`` and
+    ``seed`` apply to both.
+    """
 
     backend: Literal["sevennet", "deepmd"] = "sevennet"
-    foundation: str = "7net-0"
-    checkpoint: str | None = None
+    foundation: str = Field("7net-0", json_schema_extra=CONTENT)  # content if a file
+    checkpoint: str | None = Field(None, json_schema_extra=CONTENT)
     model_branch: str | None = None
     steps: PositiveInt = 2000
-    epochs: PositiveInt = 20
+    # 0 = keep the starting weights (only the energy shift to the labeller is fitted)
+    epochs: Annotated[int, Field(ge=0)] = 20
     batch_size: PositiveInt = 4
     learning_rate: PositiveFloat = 1e-3
-    patience_epochs: PositiveInt = 5
+    stop_lr: PositiveFloat = 1e-5
+    patience_epochs: PositiveInt = 5  # epochs without validation improvement before stopping
     valid_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    # sevennet loss weights: per-atom energy (eV/atom), force (eV/Å), stress (kbar, as in
+    # sevenn's fine_tune preset), Huber delta
+    energy_weight: NonNegFloat = 1.0
+    force_weight: NonNegFloat = 1.0
+    stress_weight: NonNegFloat = 0.01
+    huber_delta: PositiveFloat = 0.01
+    # Same architecture, fresh random weights (the from-scratch baseline of learning
+    # curves); only the foundation's non-trainable statistics (energy shift/scale,
+    # neighbour-count denominators) are kept.
+    random_init: bool = False
     seed: int = 1
 
     @model_validator(mode="after")
@@ -252,36 +353,41 @@ class FinetuneSpec(Strict):
         elif self.checkpoint is not None or self.model_branch is not None:
             raise ValueError("finetune.checkpoint and finetune.model_branch apply to backend "
                              f"'deepmd' only (backend is {self.backend!r})")
+        if self.stop_lr > self.learning_rate:
+            raise ValueError(f"stop_lr ({self.stop_lr}) must not exceed learning_rate "
+                             f"({self.learning_rate})")
         return self
 
+    def backend_dump(self) -> dict[str, Any]:
+        """The fields this backend reads (the shared ones and its own): what identifies a
+        fine-tuned model, so a setting the backend ignores never retrains it."""
+        others = {f for b, fs in FINETUNE_BACKEND_FIELDS.items() if b != self.backend
+                  for f in fs} - set(FINETUNE_BACKEND_FIELDS[self.backend])
+        return self.model_dump(mode="json", exclude=others)
 
-class StudentSpec(Strict):
+    def dp_schedule(self) -> DPScheduleSpec:
+        """The deepmd backend's schedule: this block's steps, rates and prefactors."""
+        return DPScheduleSpec(
+            steps=self.steps, batch_size=self.batch_size, start_lr=self.learning_rate,
+            stop_lr=self.stop_lr, seed=self.seed,
+            **self.model_dump(include=set(DPLossSpec.model_fields)))
+
+
+class StudentSpec(DPScheduleSpec):
+    """The distilled DeePMD student: descriptor, nets and its training schedule.
+
+    ``sel=None`` derives neighbour counts from the data, because a too-small ``sel``
+    silently truncates environments while a too-large one only costs speed.
+    """
+
     backend: Literal["deepmd"] = "deepmd"
     descriptor: Literal["se_e2_a", "se_atten_v2"] = "se_e2_a"
     rcut_A: PositiveFloat = 5.0
     rcut_smth_A: NonNegFloat = 0.5
+    sel: list[PositiveInt] | PositiveInt | None = None
     descriptor_neuron: list[PositiveInt] = Field(default_factory=lambda: [16, 32, 64])
+    axis_neuron: PositiveInt = 8
     fitting_neuron: list[PositiveInt] = Field(default_factory=lambda: [120, 120, 120])
-    steps: PositiveInt = 20000
-    start_lr: PositiveFloat = 1e-3
-    stop_lr: PositiveFloat = 3.5e-8
-    # Loss prefactors. Distillation trains once on many frames in comparatively few steps,
-    # so energy is weighted more from the start than DeePMD's usual 0.02 -> 1: with the
-    # usual schedule a short run leaves per-structure energy offsets (vacancy vs bulk)
-    # unlearned even when forces fit (measured on the Si demo: 204 -> 12 meV/atom).
-    start_pref_e: NonNegFloat = 0.2
-    limit_pref_e: NonNegFloat = 10.0
-    start_pref_f: NonNegFloat = 100.0
-    limit_pref_f: NonNegFloat = 1.0
-    # The teacher's stress comes free with every frame; without it the student learns
-    # E(V) only through energies, and the demo's student had B0 = 326 GPa against the
-    # teacher's 106 (119 with these prefactors). deepmd scales the virial term per atom
-    # like the energy term; the per-atom virial error is ~10x the energy error at equal
-    # quality, hence 10x lower. Used only when every training frame has a stress (deepmd
-    # needs it for all).
-    start_pref_v: NonNegFloat = 0.02
-    limit_pref_v: NonNegFloat = 1.0
-    seed: int = 1
     # dp compress: tabulated embedding nets, about 2x faster MD at table accuracy
     compress: bool = True
     # Train with deepmd's TensorFlow backend so LAMMPS's `pair_style deepmd` (the PyPI
@@ -300,22 +406,26 @@ class StudentSpec(Strict):
 # canonical ensemble names; the aliases exist so a config can say which thermostat it means
 ENSEMBLE_ALIASES = {"nvt-langevin": "nvt", "npt-iso": "npt"}
 NPT_ENSEMBLES = ("npt", "npt-aniso")
+ENSEMBLES = ("nvt", "nvt-nhc", *NPT_ENSEMBLES)
+#: the longest MD time step accepted (fs); see MDSettings.timestep_fs
+MAX_TIMESTEP_FS = 10.0
 
 
-class MDGroup(Strict):
-    """structures × temperatures × pressures: each combination is one trajectory.
+class MDSettings(Strict):
+    """How one trajectory integrates and samples: shared by a config's MD groups and by
+    each planned trajectory (:class:`pfd.explore.md.TrajectorySpec`), so these fields,
+    their defaults and their checks exist once.
 
     Ensembles: ``nvt`` (alias ``nvt-langevin``) Langevin; ``nvt-nhc`` Nosé–Hoover chain;
     ``npt`` (alias ``npt-iso``) MTK barostat, isotropic; ``npt-aniso`` MTK barostat with
     the cell shape free (hydrostatic target pressure).
     """
 
-    structures: list[str] = Field(min_length=1)
-    temperatures_K: list[PositiveFloat] = Field(min_length=1)
-    pressures_GPa: list[float] | None = None
     ensemble: Literal["nvt", "nvt-langevin", "nvt-nhc", "npt", "npt-iso", "npt-aniso"] = "nvt"
     steps: PositiveInt = 200
-    timestep_fs: PositiveFloat = 1.0
+    # No integrator survives steps this long with light atoms at MD temperatures; a value
+    # past it is a unit slip (fs vs ps), caught before any model runs.
+    timestep_fs: Annotated[float, Field(gt=0, le=MAX_TIMESTEP_FS)] = 1.0
     sample_every: PositiveInt = 10
     friction_per_fs: PositiveFloat | None = None  # Langevin only; None = 0.01 per fs
     # Nosé–Hoover chain / MTK time constants; None = ASE's advice, 100 × / 1000 × timestep_fs
@@ -323,7 +433,6 @@ class MDGroup(Strict):
     barostat_damping_fs: PositiveFloat | None = None
     # sampled frames are streamed to the store in parts of this many frames
     samples_per_part: PositiveInt = 10
-    seed: int = 1
 
     @field_validator("ensemble")
     @classmethod
@@ -331,13 +440,8 @@ class MDGroup(Strict):
         return ENSEMBLE_ALIASES.get(v, v)
 
     @model_validator(mode="after")
-    def _ensemble_fields_consistent(self) -> MDGroup:
+    def _integrator_fields_consistent(self) -> MDSettings:
         npt = self.ensemble in NPT_ENSEMBLES
-        if npt and not self.pressures_GPa:
-            raise ValueError(f"ensemble {self.ensemble!r} needs pressures_GPa (a non-empty list)")
-        if not npt and self.pressures_GPa:
-            raise ValueError(f"pressures_GPa given but ensemble is {self.ensemble!r} "
-                             f"(pressures need one of {list(NPT_ENSEMBLES)})")
         # None-defaults (not model_fields_set) so a dumped config validates again
         if self.friction_per_fs is not None and self.ensemble != "nvt":
             raise ValueError(f"friction_per_fs is the Langevin friction; ensemble "
@@ -351,6 +455,29 @@ class MDGroup(Strict):
         if self.sample_every > self.steps:
             raise ValueError(f"sample_every ({self.sample_every}) must not exceed steps "
                              f"({self.steps}): the trajectory would yield no frame")
+        return self
+
+    def md_settings(self) -> dict[str, Any]:
+        """This object's :class:`MDSettings` fields, to build a trajectory from a group."""
+        return {k: getattr(self, k) for k in MDSettings.model_fields}
+
+
+class MDGroup(MDSettings):
+    """structures × temperatures × pressures: each combination is one trajectory."""
+
+    structures: list[str] = Field(min_length=1)
+    temperatures_K: list[PositiveFloat] = Field(min_length=1)
+    pressures_GPa: list[float] | None = None
+    seed: int = 1
+
+    @model_validator(mode="after")
+    def _pressures_match_ensemble(self) -> MDGroup:
+        npt = self.ensemble in NPT_ENSEMBLES
+        if npt and not self.pressures_GPa:
+            raise ValueError(f"ensemble {self.ensemble!r} needs pressures_GPa (a non-empty list)")
+        if not npt and self.pressures_GPa:
+            raise ValueError(f"pressures_GPa given but ensemble is {self.ensemble!r} "
+                             f"(pressures need one of {list(NPT_ENSEMBLES)})")
         return self
 
 
@@ -608,9 +735,9 @@ class ClusterSpec(Strict):
 
 # --------------------------------------------------------------------------- the run
 class PFDConfig(Strict):
-    run_id: str | None = None
-    store: str = "./pfd-store"
-    workdir: Path = Path("./pfd-work")
+    run_id: str | None = machine(None)
+    store: str = machine("./pfd-store")
+    workdir: Path = machine(Path("./pfd-work"))
     structures: dict[str, StructureSpec] = Field(min_length=1)
     init: InitSpec
     labeller: LabellerSpec = LabellerSpec()
@@ -619,8 +746,9 @@ class PFDConfig(Strict):
     stages: list[StageSpec] = Field(min_length=1)
     max_total_iterations: PositiveInt = 20
     distill: DistillSpec | None = None
-    validation: ValidationSpec = ValidationSpec()
-    cluster: ClusterSpec = ClusterSpec()
+    # validation reads a finished run: changing it must not start a new one
+    validation: ValidationSpec = machine(ValidationSpec())
+    cluster: ClusterSpec = machine(ClusterSpec())
 
     @field_validator("run_id")
     @classmethod
@@ -636,17 +764,6 @@ class PFDConfig(Strict):
             if not _NAME.match(name):
                 raise ValueError(f"structure name {name!r}: must be {RUN_ID_RULE} "
                                  "(it becomes part of store keys)")
-        return v
-
-    @field_validator("store")
-    @classmethod
-    def _store_url_ok(cls, v: str) -> str:
-        from pfd.store import StoreError, check_store_url
-
-        try:
-            check_store_url(v)
-        except StoreError as err:
-            raise ValueError(str(err)) from None
         return v
 
     @model_validator(mode="after")
@@ -669,16 +786,63 @@ class PFDConfig(Strict):
             raise ValueError(f"stages: names must be unique, got {names}")
         return self
 
+    def identity(self) -> dict[str, Any]:
+        """What the run computes, and nothing of where: every field but the machine-only
+        ones (:data:`MACHINE`), files by their content, only the engine block in use."""
+        out = _identity(self)
+        lab = out["labeller"]
+        out["labeller"] = {k: v for k, v in lab.items()
+                           if k not in ENGINES or k == self.labeller.engine}
+        return out
+
     def fingerprint(self) -> str:
-        """Stable hash of the physics-relevant config: the default run id."""
-        # validation reads a finished run: changing it must not start a new one
-        blob = json.dumps(self.model_dump(mode="json", exclude={"run_id", "validation"}),
-                          sort_keys=True)
+        """Stable hash of :meth:`identity`: the default run id."""
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     @property
     def resolved_run_id(self) -> str:
         return self.run_id or f"run-{self.fingerprint()}"
+
+
+ENGINES = ("qe", "cp2k", "vasp")
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes; a missing file is a config error naming it."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err}); the run id hashes "
+                          "this file's content") from None
+    return "sha256:" + h.hexdigest()
+
+
+def _identity(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        out: dict[str, Any] = {}
+        for name, field in type(value).model_fields.items():
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            kind = extra.get("pfd_identity")
+            v = getattr(value, name)
+            if kind == "machine":
+                continue
+            if kind == "content" and v is not None and (
+                    isinstance(v, Path) or Path(str(v)).is_file()):
+                out[name] = file_digest(v)
+            else:
+                out[name] = _identity(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_identity(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _identity(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -707,7 +871,16 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         p = Path(ft["checkpoint"])
         if not p.is_absolute():
             ft["checkpoint"] = str((base / p).resolve())
+    foundation = ft.get("foundation") if isinstance(ft, dict) else None
+    if isinstance(foundation, str) and looks_like_path(foundation):
+        if not Path(foundation).is_absolute():
+            ft["foundation"] = str((base / foundation).resolve())
     return raw
+
+
+def looks_like_path(name: str) -> bool:
+    """A model given as a file (``models/x.pth``) rather than a registry name (``7net-0``)."""
+    return "/" in name or name.endswith((".pth", ".pt", ".model", ".ckpt"))
 
 
 def parse_config(raw: dict[str, Any], source: str = "<inline>",
@@ -720,7 +893,6 @@ def parse_config(raw: dict[str, Any], source: str = "<inline>",
         cfg = PFDConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
-    check_environment(cfg)
     return cfg
 
 
@@ -735,58 +907,3 @@ def load_config(path: str | Path) -> PFDConfig:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{p}: cannot read the config file: {err}") from None
     return parse_config(raw, source=str(p), base=p.parent.resolve())
-
-
-def check_environment(cfg: PFDConfig) -> None:
-    """Checks that need the filesystem: structure files exist and every element is labellable."""
-    from pfd.structures import load_structures
-
-    structures = load_structures(cfg)
-    elements = sorted({el for frames in structures.values() for a in frames
-                       for el in a.get_chemical_symbols()})
-    from pfd.label.registry import LabellerConfigError, check_labeller
-
-    try:
-        check_labeller(cfg.labeller, elements)
-    except LabellerConfigError as err:
-        raise ConfigError(f"labeller.{err.field}: {err}") from None
-    _check_foundation_types(cfg, elements)
-
-
-def _check_deepmd_checkpoint(cfg: PFDConfig, elements: list[str]) -> None:
-    """The DPA checkpoint exists, its head choice is valid and it knows every element."""
-    from ase import Atoms
-
-    from pfd.models.deepmd_finetune import check_elements, read_checkpoint, resolve_head
-
-    ft = cfg.finetune
-    try:
-        info = read_checkpoint(str(ft.checkpoint))
-        resolve_head(info, ft.model_branch)
-        check_elements(info, [Atoms(elements)], ft.model_branch)
-    except (FileNotFoundError, ValueError) as err:
-        msg = str(err)
-        raise ConfigError(msg if msg.startswith("finetune") else f"finetune.checkpoint: {msg}"
-                          ) from None
-
-
-def _check_foundation_types(cfg: PFDConfig, elements: list[str]) -> None:
-    """A fine-tune cannot teach a foundation model an element its type map lacks: the
-    error would come from inside the trainer, after the initial DFT set was paid for."""
-    if cfg.finetune.backend == "deepmd":
-        _check_deepmd_checkpoint(cfg, elements)
-        return
-    from pfd.models.type_maps import foundation_type_map
-
-    try:
-        known = foundation_type_map(cfg.finetune.backend, cfg.finetune.foundation)
-    except FileNotFoundError as err:
-        raise ConfigError(f"finetune.foundation: {err}") from None
-    if known is None:
-        return
-    missing = sorted(set(elements) - set(known))
-    if missing:
-        raise ConfigError(
-            f"finetune.foundation: {cfg.finetune.foundation!r} has no element(s) {missing} "
-            f"in its type map, which the structures need; it knows {len(known)} elements: "
-            f"{' '.join(sorted(known))}")

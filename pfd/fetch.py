@@ -16,6 +16,7 @@ from typing import Literal, get_args
 
 from ase.io import write
 
+from pfd import run_store as rs
 from pfd.config import check_run_id
 from pfd.store import ArtifactStore, NotFoundInStore
 
@@ -41,10 +42,6 @@ def _copy_tree(store: ArtifactStore, prefix: str, dst: Path,
     return len(keys)
 
 
-def _dft_datasets(store: ArtifactStore, run: str) -> list[str]:
-    return sorted(k for k in store.list(f"{run}/") if k.endswith("labelled.extxyz"))
-
-
 def fetch_run(store: ArtifactStore, run_id: str, dest: Path,
               what: tuple[What, ...] = ALL) -> dict[str, int]:
     """Copy the chosen parts of run ``run_id`` into ``dest``; returns files per part."""
@@ -52,9 +49,9 @@ def fetch_run(store: ArtifactStore, run_id: str, dest: Path,
     bad = [w for w in what if w not in ALL]
     if bad:
         raise FetchError(f"--what {bad[0]!r}: allowed are {', '.join(ALL)}")
-    run = f"runs/{run_id}"
-    if not store.exists(f"{run}/config.json"):
-        runs = sorted({k.split("/")[1] for k in store.list("runs/")})
+    run = rs.run_key(run_id)
+    if not rs.run_exists(store, run_id):
+        runs = rs.list_runs(store)
         raise FetchError(f"no run {run_id!r} in store {store.url} "
                          f"(runs there: {', '.join(runs) or 'none'})")
     dest = Path(dest)
@@ -63,27 +60,25 @@ def fetch_run(store: ArtifactStore, run_id: str, dest: Path,
     missing: list[str] = []
     for part in what:
         if part == "student":
-            n = _copy_tree(store, f"{run}/distill/student", dest / "student", manifest)
+            n = _copy_tree(store, rs.student_key(run_id), dest / "student", manifest)
         elif part == "teacher":
-            n = 0
-            if store.exists(f"{run}/teacher.json"):
-                model = store.get_json(f"{run}/teacher.json")["model"]
-                n = _copy_tree(store, model, dest / "teacher", manifest)
+            model = rs.read_teacher_model(store, run_id)
+            n = 0 if model is None else _copy_tree(store, model, dest / "teacher", manifest)
         elif part == "datasets":
-            keys = _dft_datasets(store, run)
+            keys = rs.all_dft_keys(store, run_id)
             frames = []
             for key in keys:
                 _copy(store, key, dest / "datasets" / key[len(run) + 1:], manifest)
                 frames.extend(store.get_frames(key))
-            for extra in ("distill/synthetic.extxyz", "distill/synthetic_test.extxyz"):
-                if store.exists(f"{run}/{extra}"):
-                    _copy(store, f"{run}/{extra}", dest / "datasets" / extra, manifest)
+            for extra in rs.SYNTHETIC_DATASETS:
+                if store.exists(rs.run_key(run_id, extra)):
+                    _copy(store, rs.run_key(run_id, extra), dest / "datasets" / extra, manifest)
                     keys.append(extra)
             if frames:  # every DFT frame of the run in one file, the usual thing to reuse
                 write(dest / "datasets" / "dft_all.extxyz", frames, format="extxyz")
             n = len(keys)
         else:
-            n = _copy_tree(store, f"{run}/report", dest / "report", manifest)
+            n = _copy_tree(store, rs.report_key(run_id), dest / "report", manifest)
         counts[part] = n
         if n == 0:
             missing.append(part)

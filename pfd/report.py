@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from pfd.plotting import png, pyplot
-from pfd.steps import STATUS_COLUMNS
+from pfd.run_store import STATUS_COLUMNS
 
 
 def fmt(v: Any) -> str:
@@ -34,6 +34,11 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
 
 def status_markdown(rows: list[dict[str, Any]]) -> str:
     return markdown_table(STATUS_COLUMNS, status_table(rows))
+
+
+def status_records(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The status table as one mapping per iteration (column title → cell)."""
+    return [dict(zip(STATUS_COLUMNS, r, strict=True)) for r in status_table(rows)]
 
 
 def parity_png(series: dict[str, tuple[list[float], list[float]]], xlabel: str,

@@ -11,15 +11,9 @@ No Prefect here: flows/ adds retries, artifacts and the stage loop on top.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from ase import Atoms
@@ -32,71 +26,21 @@ from pfd.label.base import Labeller, LabelResult
 from pfd.label.cache import label_frames
 from pfd.label.registry import make_labeller as labeller_from_spec
 from pfd.metrics import Metrics, converged, evaluate
+from pfd.model_cache import cached_calculator, model_ready, upload_model
 from pfd.models.registry import MODEL_JSON
 from pfd.perturb import perturb
+from pfd.run_store import RunContext
 from pfd.select.entropy import select_frames
 from pfd.select.filters import apply_filters
 from pfd.store import ArtifactStore, open_store
 from pfd.structures import load_structures
+from pfd.threads import pin_threads
 
 MapFn = Callable[..., Iterable[Any]]
 
 
 def serial_map(fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:
     return list(map(fn, *iterables))
-
-
-@dataclass(frozen=True)
-class RunContext:
-    cfg: PFDConfig
-    store_url: str
-    workdir: Path
-    # Identifies this run's copy in the store: a run recreated in a wiped store gets a new
-    # one, so a workflow engine's result cache keyed on the context cannot point at
-    # artifacts that no longer exist.
-    generation: str = ""
-
-    @property
-    def run_id(self) -> str:
-        return self.cfg.resolved_run_id
-
-    def key(self, *parts: str) -> str:
-        return "/".join(("runs", self.run_id, *parts))
-
-    @property
-    def store(self) -> ArtifactStore:
-        return open_store(self.store_url)
-
-
-def make_context(cfg: PFDConfig, store_url: str | None = None,
-                 workdir: Path | None = None) -> RunContext:
-    url = store_url or os.environ.get("PFD_STORE") or cfg.store
-    if "://" not in url:
-        url = str(Path(url).resolve())
-    wd = (workdir or cfg.workdir).resolve() / cfg.resolved_run_id
-    wd.mkdir(parents=True, exist_ok=True)
-    return RunContext(cfg=cfg, store_url=url, workdir=wd)
-
-
-def claim_generation(ctx: RunContext) -> RunContext:
-    """Return ``ctx`` carrying the store's generation id for this run (created once)."""
-    key = ctx.key("run.json")
-    info = ctx.store.get_json(key) if ctx.store.exists(key) else {}
-    generation = info.get("generation") or uuid.uuid4().hex
-    if info.get("generation") != generation:
-        ctx.store.put_json(key, info | {"run_id": ctx.run_id, "generation": generation,
-                                        "status": info.get("status", "created"),
-                                        "store": ctx.store_url})
-    return replace(ctx, generation=generation)
-
-
-def set_run_status(ctx: RunContext, status: str, **extra: Any) -> None:
-    """Update run.json, keeping its generation and any fields other steps wrote."""
-    key = ctx.key("run.json")
-    info = ctx.store.get_json(key) if ctx.store.exists(key) else {}
-    ctx.store.put_json(key, info | {"run_id": ctx.run_id, "status": status,
-                                    "store": ctx.store_url, "generation": ctx.generation,
-                                    **extra})
 
 
 def _digest(obj: Any) -> str:
@@ -133,52 +77,6 @@ def check_failure_fraction(cfg: PFDConfig, res: LabelResult, n_frames: int,
         "store's label cache and will not be paid for again when you rerun.")
 
 
-# --------------------------------------------------------------------------- models in the store
-def upload_model(store: ArtifactStore, key: str, model_dir: Path) -> None:
-    """Upload a model directory; ``pfd_model.json`` goes last as the completion marker."""
-    model_dir = Path(model_dir)
-    for p in sorted(model_dir.rglob("*")):
-        if p.is_file() and p.name != MODEL_JSON:
-            store.put_file(f"{key}/{p.relative_to(model_dir).as_posix()}", p)
-    store.put_file(f"{key}/{MODEL_JSON}", model_dir / MODEL_JSON)
-
-
-def model_ready(store: ArtifactStore, key: str) -> bool:
-    return store.exists(f"{key}/{MODEL_JSON}")
-
-
-def fetch_model(store_url: str, key: str, cache_root: Path) -> Path:
-    """Local copy of a stored model (downloaded once per machine)."""
-    local = Path(cache_root) / "models" / key.replace("/", "_")
-    if (local / MODEL_JSON).is_file():
-        return local
-    tmp = local.with_name(local.name + f".part-{os.getpid()}")
-    open_store(store_url).get_dir(key, tmp)
-    if (local / MODEL_JSON).is_file():  # another process won the race
-        shutil.rmtree(tmp, ignore_errors=True)
-        return local
-    if local.exists():
-        shutil.rmtree(local)
-    tmp.rename(local)
-    return local
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_calculator(store_url: str, key: str, cache_root: str, threads: int) -> Any:
-    from pfd.models.registry import load_calculator
-
-    return load_calculator(fetch_model(store_url, key, Path(cache_root)), threads=threads)
-
-
-def _pin_threads(threads: int = 1) -> None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    import torch
-
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-
-
 # --------------------------------------------------------------------------- datasets
 def load_datasets(store: ArtifactStore, keys: Iterable[str]) -> list[Atoms]:
     out: list[Atoms] = []
@@ -200,18 +98,22 @@ def split_by_hash(frames: list[Atoms], fraction: float) -> tuple[list[Atoms], li
 
 
 # --------------------------------------------------------------------------- init
+def initial_frames(cfg: PFDConfig) -> list[Atoms]:
+    """The unlabelled D0: the init structures, perturbed as ``init.perturb`` says."""
+    structures = load_structures(cfg)
+    p = cfg.init.perturb
+    base = [a for name in cfg.init.structures for a in structures[name]]
+    return perturb(base, p.n_per_structure, p.atom_displacement_A, p.cell_strain,
+                   p.displacement_style, p.seed, p.include_unperturbed,
+                   atom_fraction=p.atom_fraction, supercell=p.supercell)
+
+
 def init_dataset(ctx: RunContext, map_fn: MapFn = serial_map) -> dict[str, Any]:
     """Perturb the init structures and label them with DFT: D0."""
     store, rec_key = ctx.store, ctx.key("init", "record.json")
     if store.exists(rec_key):
         return store.get_json(rec_key) | {"resumed": True}
-    cfg = ctx.cfg
-    structures = load_structures(cfg)
-    p = cfg.init.perturb
-    base = [a for name in cfg.init.structures for a in structures[name]]
-    frames = perturb(base, p.n_per_structure, p.atom_displacement_A, p.cell_strain,
-                     p.displacement_style, p.seed, p.include_unperturbed,
-                     atom_fraction=p.atom_fraction, supercell=p.supercell)
+    frames = initial_frames(ctx.cfg)
     store.put_frames(ctx.key("init", "perturbed.extxyz"), frames)
     _, counts = _label_and_store(ctx, frames, ctx.key("init"), map_fn, require_labels=True)
     record = {"dataset": counts["dataset"], "n_perturbed": len(frames),
@@ -239,11 +141,6 @@ def _label_and_store(ctx: RunContext, frames: list[Atoms], out_prefix: str, map_
 
 
 # --------------------------------------------------------------------------- fine-tune
-#: FinetuneSpec fields that only the deepmd backend reads; left out of a sevennet model's
-#: key so that adding them did not change the keys of existing runs
-_DEEPMD_ONLY_FIELDS = {"checkpoint", "model_branch", "steps"}
-
-
 def finetune_model(ctx: RunContext, dataset_keys: list[str],
                    progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Fine-tune the foundation on the union of ``dataset_keys``.
@@ -257,9 +154,7 @@ def finetune_model(ctx: RunContext, dataset_keys: list[str],
     """
     cfg, store = ctx.cfg, ctx.store
     ft = cfg.finetune
-    spec = ft.model_dump(mode="json",
-                         exclude=_DEEPMD_ONLY_FIELDS if ft.backend == "sevennet" else None)
-    h = _digest({"data": sorted(dataset_keys), "finetune": spec})
+    h = _digest({"data": sorted(dataset_keys), "finetune": ft.backend_dump()})
     key = ctx.key("models", f"finetuned-{h}")
     if model_ready(store, key):
         return {"model": key, "reused": True, **store.get_json(f"{key}/{MODEL_JSON}").get(
@@ -276,20 +171,15 @@ def finetune_model(ctx: RunContext, dataset_keys: list[str],
         from pfd.models import deepmd_finetune
 
         # no wipe: the work dir is this exact training's, and deepmd resumes in it
-        dsettings = deepmd_finetune.FinetuneSettings(
-            head=ft.model_branch, steps=ft.steps, batch_size=ft.batch_size,
-            start_lr=ft.learning_rate, seed=ft.seed, threads=1)
         model_dir = deepmd_finetune.finetune(str(ft.checkpoint), train, valid, workdir,
-                                             dsettings, progress=progress)
+                                             ft.dp_schedule(), head=ft.model_branch,
+                                             progress=progress)
     else:
         from pfd.models import sevennet
 
-        settings = sevennet.FinetuneSettings(
-            foundation=ft.foundation, epochs=ft.epochs, batch_size=ft.batch_size,
-            learning_rate=ft.learning_rate, patience_epochs=ft.patience_epochs, seed=ft.seed)
         # no wipe: sevennet resumes from workdir/resume.pth only when its fingerprint
         # (frames, start, settings) matches, and starts clean otherwise
-        model_dir = sevennet.finetune(train, valid, workdir, settings, progress=progress)
+        model_dir = sevennet.finetune(train, valid, workdir, ft, progress=progress)
     meta = json.loads((model_dir / MODEL_JSON).read_text())
     summary = {"n_train": len(train), "n_valid": len(valid),
                "epochs_run": meta.get("epochs_run"), "datasets": sorted(dataset_keys)}
@@ -319,12 +209,8 @@ def plan_trajectories(cfg: PFDConfig, groups: list[MDGroup], tag: str) -> list[
                         tid = f"g{g_idx}-{name}-{s_idx}-{t:g}K"
                         tid += "" if p is None else f"-{p:g}GPa"
                         spec = TrajectorySpec(
-                            traj_id=tid, structure=name, temperature_K=t, pressure_GPa=p,
-                            ensemble=g.ensemble, steps=g.steps, timestep_fs=g.timestep_fs,
-                            sample_every=g.sample_every, friction_per_fs=g.friction_per_fs,
-                            thermostat_damping_fs=g.thermostat_damping_fs,
-                            barostat_damping_fs=g.barostat_damping_fs,
-                            samples_per_part=g.samples_per_part,
+                            **g.md_settings(), traj_id=tid, structure=name,
+                            temperature_K=t, pressure_GPa=p,
                             seed=(g.seed * 1_000_003 + salt + len(plan)) % 2**31)
                         plan.append((spec, atoms))
     return plan
@@ -333,9 +219,9 @@ def plan_trajectories(cfg: PFDConfig, groups: list[MDGroup], tag: str) -> list[
 def run_trajectory(store_url: str, model_key: str, spec: TrajectorySpec, atoms: Atoms,
                    out_prefix: str, cache_root: str) -> dict[str, Any]:
     """One trajectory on a worker, streamed in parts; a rerun continues a killed one."""
-    _pin_threads(1)
+    pin_threads(1, torch=True)
     store = open_store(store_url)
-    calc = _cached_calculator(store_url, model_key, cache_root, 1)
+    calc = cached_calculator(store_url, model_key, cache_root, 1)
     return run_streamed(store, out_prefix, atoms, calc, spec, context=model_key)
 
 
@@ -392,7 +278,7 @@ def test_model(ctx: RunContext, model_key: str, data_keys: list[str],
     if store.exists(out_key):
         return store.get_json(out_key)
     frames = load_datasets(store, data_keys)
-    calc = _cached_calculator(ctx.store_url, model_key, str(ctx.workdir), 1)
+    calc = cached_calculator(ctx.store_url, model_key, str(ctx.workdir), 1)
     m, pred = evaluate(calc, frames)
     record = {"model": model_key, "data": data_keys, **m.summary(), "per_frame": m.per_frame,
               "parity": {"e_ref": pred.e_ref_per_atom, "e_pred": pred.e_pred_per_atom,
@@ -410,15 +296,6 @@ def is_converged(test_record: dict[str, Any], stage: StageSpec) -> bool:
                 stress_rmse_GPa=test_record.get("stress_rmse_GPa"),
                 per_frame=list(test_record.get("per_frame") or []))
     return converged(m, stage.converge)
-
-
-def iteration_prefix(ctx: RunContext, stage_idx: int, it: int) -> str:
-    return ctx.key(f"stage-{stage_idx + 1:02d}", f"iter-{it:02d}")
-
-
-def write_iteration_record(ctx: RunContext, stage_idx: int, it: int,
-                           row: dict[str, Any]) -> None:
-    ctx.store.put_json(f"{iteration_prefix(ctx, stage_idx, it)}/record.json", row)
 
 
 # --------------------------------------------------------------------------- distillation
@@ -466,41 +343,12 @@ def train_student(ctx: RunContext, synthetic: dict[str, Any],
     train = store.get_frames(synthetic["train"])
     valid = store.get_frames(synthetic["test"])
     s = d.student
-    settings = deepmd.StudentSettings(
-        descriptor=s.descriptor, rcut_A=s.rcut_A, rcut_smth_A=s.rcut_smth_A,
-        descriptor_neuron=list(s.descriptor_neuron), fitting_neuron=list(s.fitting_neuron),
-        steps=s.steps, start_lr=s.start_lr, stop_lr=s.stop_lr, seed=s.seed,
-        start_pref_e=s.start_pref_e, limit_pref_e=s.limit_pref_e,
-        start_pref_f=s.start_pref_f, limit_pref_f=s.limit_pref_f,
-        start_pref_v=s.start_pref_v, limit_pref_v=s.limit_pref_v, compress=s.compress)
     workdir = ctx.workdir / "student"
     if s.export_lammps:
         from pfd.models import deepmd_export
 
-        model_dir = deepmd_export.export_lammps(train, valid, workdir, settings,
-                                                progress=progress)
+        model_dir = deepmd_export.export_lammps(train, valid, workdir, s, progress=progress)
     else:
-        model_dir = deepmd.train_student(train, valid, workdir, settings, progress=progress)
+        model_dir = deepmd.train_student(train, valid, workdir, s, progress=progress)
     upload_model(store, key, model_dir)
     return {"model": key, "reused": False, "n_train": len(train)}
-
-
-def all_dft_keys(ctx: RunContext) -> list[str]:
-    """Every DFT-labelled dataset of the run: init plus each iteration's D_i."""
-    store = ctx.store
-    keys = [k for k in store.list(ctx.key("")) if k.endswith("labelled.extxyz")]
-    return sorted(keys)
-
-
-# --------------------------------------------------------------------------- status
-STATUS_COLUMNS = ["stage", "iter", "explored", "filtered", "selected", "labelled", "failed",
-                  "E RMSE meV/atom", "F RMSE eV/Å", "converged"]
-
-
-def status_rows(store: ArtifactStore, run_id: str) -> list[dict[str, Any]]:
-    rows = []
-    for k in store.list(f"runs/{run_id}/"):
-        if k.endswith("/record.json") and "/stage-" in k:
-            rows.append(store.get_json(k))
-    rows.sort(key=lambda r: (r["stage"], r["iter"]))
-    return rows

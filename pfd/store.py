@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import builtins
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -23,7 +24,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -52,7 +53,8 @@ DEFAULT_STORE = "./pfd-store"
 # so a workflow that runs locally behaves identically on S3 and vice versa.
 _SIDECAR_SUFFIX = ".sha256"
 _TMP_SUFFIX = ".pfd-tmp"
-_RESERVED_SUFFIXES = (_SIDECAR_SUFFIX, _TMP_SUFFIX)
+_LOCK_SUFFIX = ".pfd-lock"
+_RESERVED_SUFFIXES = (_SIDECAR_SUFFIX, _TMP_SUFFIX, _LOCK_SUFFIX)
 
 _KEY_RULES = (
     "keys are relative '/'-separated paths such as 'datasets/iter-000/train.extxyz' "
@@ -285,15 +287,38 @@ class LocalStore(ArtifactStore):
     def uri(self, key: str) -> str:
         return str(self._path(key))
 
+    @contextlib.contextmanager
+    def _writer_lock(self, path: Path) -> Iterator[None]:
+        """One writer of a key at a time, across processes.
+
+        A key is two files (data, sidecar); two processes writing the same key with
+        different bytes (two flows labelling one frame, a rerun racing a resume) would
+        otherwise interleave into data of one and checksum of the other: a permanent
+        integrity error. Lock files are empty, live in one hidden directory at the root
+        (named by a hash of the key, so data directories hold only data and checksums)
+        and are left in place: deleting one would let a third writer lock another inode.
+        """
+        locks = self.root / ".pfd-locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(str(path.relative_to(self.root)).encode()).hexdigest()[:32]
+        fd = os.open(locks / f"{name}{_LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def put_bytes(self, key: str, data: bytes) -> str:
         path = self._path(key)
         digest = _sha256(data)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # Sidecar first: a crash in between leaves either an invisible orphan sidecar
-            # (new key) or a detectable mismatch (overwrite), never unverifiable data.
-            atomic_write(self._sidecar(path), f"{digest}  {path.name}\n".encode())
-            atomic_write(path, bytes(data))
+            with self._writer_lock(path):
+                # Sidecar first: a crash in between leaves either an invisible orphan
+                # sidecar (new key) or a detectable mismatch (overwrite), never
+                # unverifiable data.
+                atomic_write(self._sidecar(path), f"{digest}  {path.name}\n".encode())
+                atomic_write(path, bytes(data))
             _fsync_dir(path.parent)
         except OSError as exc:
             raise StoreError(f"cannot write {path}: {exc}") from exc
@@ -304,9 +329,10 @@ class LocalStore(ArtifactStore):
         sidecar = self._sidecar(path)
         recorded: str | None = None
         actual = ""
-        # Two attempts: a reader racing a concurrent overwrite can see the new sidecar with
-        # the old data for an instant; a real corruption fails both times.
-        for attempt in range(2):
+        # A few attempts: a reader racing a concurrent overwrite can see the new sidecar
+        # with the old data for an instant; a real corruption fails every time.
+        attempts = 4
+        for attempt in range(attempts):
             try:
                 data = path.read_bytes()
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -323,8 +349,8 @@ class LocalStore(ArtifactStore):
             actual = _sha256(data)
             if recorded == actual:
                 return data
-            if attempt == 0:
-                time.sleep(0.05)
+            if attempt < attempts - 1:
+                time.sleep(0.05 * (attempt + 1))
         if recorded is None:
             raise IntegrityError(f"{path} has no recorded sha256 (missing {sidecar.name})")
         raise IntegrityError(
@@ -351,10 +377,13 @@ class LocalStore(ArtifactStore):
 
     def delete(self, key: str) -> None:
         path = self._path(key)
+        if not path.parent.is_dir():
+            return
         try:
-            # Data first: a crash in between leaves only an invisible orphan sidecar.
-            path.unlink(missing_ok=True)
-            self._sidecar(path).unlink(missing_ok=True)
+            with self._writer_lock(path):
+                # Data first: a crash in between leaves only an invisible orphan sidecar.
+                path.unlink(missing_ok=True)
+                self._sidecar(path).unlink(missing_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot delete {path}: {exc}") from exc
 
@@ -682,6 +711,14 @@ def check_store_url(url: str) -> str:
     if sep and scheme not in ("s3", "file"):
         raise StoreError(f"unsupported store URL scheme {scheme!r} in {url!r}; "
                          "use a path, file:///abs/path or s3://bucket/prefix")
+    if not url:
+        raise StoreError("empty store URL; use a path, file:///abs/path or s3://bucket/prefix")
+    if scheme == "s3" and not rest.partition("/")[0]:
+        raise StoreError(f"store URL {url!r} names no bucket; use s3://bucket/prefix")
+    if scheme == "file":
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost") or not parts.path:
+            raise StoreError(f"store URL {url!r} must be file:///absolute/path")
     return url
 
 
@@ -695,18 +732,11 @@ def open_store(url: str | None = None) -> ArtifactStore:
     if url is None:
         url = os.environ.get("PFD_STORE") or DEFAULT_STORE
     url = check_store_url(url)
-    if not url:
-        raise StoreError("empty store URL; use a path, file:///abs/path or s3://bucket/prefix")
     if url.startswith("s3://"):
         bucket, _, prefix = url[len("s3://") :].partition("/")
-        if not bucket:
-            raise StoreError(f"store URL {url!r} names no bucket; use s3://bucket/prefix")
         return S3Store(bucket=bucket, prefix=prefix, endpoint_url=_s3_endpoint_from_env())
     if url.startswith("file://"):
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost") or not parts.path:
-            raise StoreError(f"store URL {url!r} must be file:///absolute/path")
-        return LocalStore(unquote(parts.path))
+        return LocalStore(unquote(urlsplit(url).path))
     if "://" in url:
         scheme = url.split("://", 1)[0]
         raise StoreError(

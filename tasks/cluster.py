@@ -16,13 +16,12 @@ from contextvars import ContextVar
 from typing import Any
 
 from pfd.config import ClusterSpec, JobQueueSpec
+from pfd.models.deepmd_run import thread_env as dp_thread_env
 
 _client: Any = None
 
-# One thread per worker process: on 2 cores, oversubscribed BLAS/torch threads made
-# DeePMD 12x and CP2K 5x slower (DESIGN.md, measured).
-_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "DP_INTRA_OP_PARALLELISM_THREADS": "1", "DP_INTER_OP_PARALLELISM_THREADS": "1"}
+# One thread per worker process (why: pfd.threads); deepmd's own variables included.
+_WORKER_ENV = {k: v for k, v in dp_thread_env(1).items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 
 
 def build_jobqueue_cluster(spec: JobQueueSpec) -> Any:

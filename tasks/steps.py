@@ -12,6 +12,7 @@ ignore the cache for a rerun.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,35 +23,61 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from pfd import steps
-from pfd.config import MDGroup, StageSpec
-from pfd.steps import LabellingStopped, RunContext
+from pfd.config import ConfigError, MDGroup, StageSpec
+from pfd.label.registry import LabellerConfigError
+from pfd.run_lease import RunBusy
+from pfd.run_store import RunContext
+from pfd.steps import LabellingStopped
 from pfd.store import IntegrityError
 from tasks.cluster import dask_map, reporting_progress
 
-# Errors a retry cannot fix: bad input, a labelling step stopped over its failure limit
-# (every failure is recorded with its reason), data that fails its checksum.
-FINAL_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError, KeyError, FileNotFoundError, TypeError, LabellingStopped, IntegrityError)
+# Failures a retry cannot fix, by cause. Everything else raised while fetching, loading
+# or running on a worker (a model copy another worker was publishing, a store or network
+# hiccup, a lost worker, an engine crash) is retried: a ValueError or FileNotFoundError
+# from deep inside a library says nothing about whether the next attempt fails too.
+FINAL_ERRORS: dict[type[BaseException], str] = {
+    ConfigError: "bad input (a config field, file or engine setting)",
+    LabellerConfigError: "bad input (the labeller's settings)",
+    LabellingStopped: "labelling over its failure limit (every failure is recorded)",
+    IntegrityError: "data integrity (a stored object fails its checksum)",
+    RunBusy: "another flow holds the run",
+}
+
+
+def classify_failure(exc: BaseException) -> tuple[bool, str]:
+    """(retry?, why) for an exception a task raised."""
+    for cls, why in FINAL_ERRORS.items():
+        if isinstance(exc, cls):
+            return False, why
+    return True, f"transient until proven otherwise ({type(exc).__name__})"
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what might succeed next time: store/network hiccups, lost workers."""
+    """Prefect's retry condition: retry only what :func:`classify_failure` calls transient."""
     try:
         state.result()
-    except FINAL_ERRORS:
-        return False
-    except Exception:
-        return True
+    except Exception as exc:  # noqa: BLE001 - classified, not handled
+        retry, why = classify_failure(exc)
+        try:
+            log: Any = get_run_logger()
+        except Exception:  # noqa: BLE001 - no run context here: the module logger
+            log = logging.getLogger(__name__)
+        log.warning("%s failed (%s: %s): %s", task.name, type(exc).__name__, exc,
+                    "retrying" if retry else f"not retried, {why}")
+        return retry
     return False
 
 
 CACHE_POLICY = INPUTS + TASK_SOURCE
 
-_task = {"cache_policy": CACHE_POLICY, "persist_result": True, "retries": 2,
-         "retry_delay_seconds": [5, 30], "retry_condition_fn": _retry_transient}
+#: the options of every PFD task (``@task(name=..., **TASK_OPTIONS)``)
+TASK_OPTIONS: dict[str, Any] = {
+    "cache_policy": CACHE_POLICY, "persist_result": True, "retries": 2,
+    "retry_delay_seconds": [5, 30], "retry_condition_fn": _retry_transient}
 
 
 def artifact_key(ctx: RunContext, what: str) -> str:
+    """The key of the run's Prefect artifact ``what`` (progress, iterations, report, ...)."""
     # Prefect artifact keys: lowercase letters, digits and dashes only
     safe = "".join(c if c.isalnum() else "-" for c in ctx.run_id.lower())
     return f"pfd-{safe}-{what}"[:100]
@@ -75,7 +102,7 @@ def _phase_progress(ctx: RunContext, phase: str, what: str) -> Iterator[None]:
     update_progress_artifact(art, progress=100.0)
 
 
-@task(name="init-dataset", **_task)
+@task(name="init-dataset", **TASK_OPTIONS)
 def init_dataset(ctx: RunContext) -> dict[str, Any]:
     with _phase_progress(ctx, "label-progress", "initial DFT frames"):
         return steps.init_dataset(ctx, dask_map)
@@ -104,7 +131,7 @@ def _training_progress(ctx: RunContext, phase: str, total_steps: int | None
     update_progress_artifact(art, progress=100.0)
 
 
-@task(name="finetune", **_task)
+@task(name="finetune", **TASK_OPTIONS)
 def finetune(ctx: RunContext, dataset_keys: list[str]) -> dict[str, Any]:
     spec = ctx.cfg.finetune
     # deepmd reports steps, sevennet epochs (an early stop jumps to 100 % at the end)
@@ -113,37 +140,37 @@ def finetune(ctx: RunContext, dataset_keys: list[str]) -> dict[str, Any]:
         return steps.finetune_model(ctx, dataset_keys, progress=progress)
 
 
-@task(name="explore", **_task)
+@task(name="explore", **TASK_OPTIONS)
 def explore(ctx: RunContext, model_key: str, groups: list[MDGroup],
             out_prefix: str) -> dict[str, Any]:
     with _phase_progress(ctx, "explore-progress", f"MD trajectories of {out_prefix}"):
         return steps.explore(ctx, model_key, groups, out_prefix, dask_map)
 
 
-@task(name="filter-select", **_task)
+@task(name="filter-select", **TASK_OPTIONS)
 def filter_select(ctx: RunContext, explored_keys: list[str], reference_keys: list[str],
                   stage: StageSpec, out_prefix: str) -> dict[str, Any]:
     return steps.filter_and_select(ctx, explored_keys, reference_keys, stage, out_prefix)
 
 
-@task(name="label", **_task)
+@task(name="label", **TASK_OPTIONS)
 def label(ctx: RunContext, frames_key: str, out_prefix: str) -> dict[str, Any]:
     with _phase_progress(ctx, "label-progress", f"DFT frames of {out_prefix}"):
         return steps.label_set(ctx, frames_key, out_prefix, dask_map)
 
 
-@task(name="test-model", **_task)
+@task(name="test-model", **TASK_OPTIONS)
 def test_model(ctx: RunContext, model_key: str, data_keys: list[str],
                out_key: str) -> dict[str, Any]:
     return steps.test_model(ctx, model_key, data_keys, out_key)
 
 
-@task(name="synthetic-dataset", **_task)
+@task(name="synthetic-dataset", **TASK_OPTIONS)
 def synthetic(ctx: RunContext, explored_keys: list[str]) -> dict[str, Any]:
     return steps.build_synthetic(ctx, explored_keys)
 
 
-@task(name="train-student", **_task)
+@task(name="train-student", **TASK_OPTIONS)
 def train_student(ctx: RunContext, synthetic_record: dict[str, Any]) -> dict[str, Any]:
     total = ctx.cfg.distill.student.steps if ctx.cfg.distill else None
     with _training_progress(ctx, "student-progress", total) as progress:

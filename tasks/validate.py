@@ -13,15 +13,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from pfd.report import markdown_table
-from pfd.steps import RunContext
+from pfd.run_store import RunContext
 from pfd.validate.run import validate_run
 from tasks.cluster import dask_map
-from tasks.steps import _task
-
-
-def _artifact_key(ctx: RunContext) -> str:
-    safe = "".join(c if c.isalnum() else "-" for c in ctx.run_id.lower())
-    return f"pfd-{safe}-validation"[:100]
+from tasks.steps import TASK_OPTIONS, artifact_key
 
 
 def artifact_markdown(ctx: RunContext, record: dict[str, Any]) -> str:
@@ -35,10 +30,11 @@ def artifact_markdown(ctx: RunContext, record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@task(name="validate", **_task)
+@task(name="validate", **TASK_OPTIONS)
 def validate(ctx: RunContext) -> dict[str, Any]:
     log = get_run_logger()
     record = validate_run(ctx, dask_map, log=log.warning)
-    create_markdown_artifact(markdown=artifact_markdown(ctx, record), key=_artifact_key(ctx),
+    create_markdown_artifact(markdown=artifact_markdown(ctx, record),
+                             key=artifact_key(ctx, "validation"),
                              description=f"PFD validation of run {ctx.run_id}")
     return {k: v for k, v in record.items() if k != "markdown"}

@@ -9,6 +9,9 @@ from collections.abc import Iterator
 import pytest
 from s3server import SECRET, SWIFT_SCRIPT, SYSTEM_PYTHON, SwiftServer, free_port, swift_available
 
+#: tests/requires.py (needs, missing): a missing test dependency skips, or fails when $CI is set
+pytest_plugins = ["requires"]
+
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:

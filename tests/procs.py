@@ -1,36 +1,22 @@
 """Process helpers shared by the kill/resume tests (a plain module: conftest files shadow
-each other, so nothing is imported from them)."""
+each other, so nothing is imported from them). ``kill_tree`` lives in
+``benchmarks/_common.py`` (the benchmarks need it too) and is re-exported here."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import psutil
+_BENCHMARKS = str(Path(__file__).resolve().parents[1] / "benchmarks")
+if _BENCHMARKS not in sys.path:
+    sys.path.append(_BENCHMARKS)
+from _common import kill_tree  # noqa: E402
 
-
-def kill_tree(proc: subprocess.Popen[Any] | psutil.Process | int, timeout: float = 30) -> int:
-    """SIGKILL a process and every descendant (Dask workers, pw.x in its own session, the
-    flow run a worker spawned): what a node crash or an OOM kill of the whole job does.
-    Returns how many died; 0 when the process was already gone."""
-    pid = proc if isinstance(proc, int) else proc.pid
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return 0
-    victims = [root, *root.children(recursive=True)]
-    for p in victims:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(victims, timeout=timeout)
-    if isinstance(proc, subprocess.Popen):
-        proc.wait()
-    return len(victims)
+__all__ = ["kill_tree", "wait_for"]
 
 
 def wait_for(cond: Callable[[], bool], proc: subprocess.Popen[Any] | None, what: str,

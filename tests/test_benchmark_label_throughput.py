@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from requires import needs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("pw.x") is None or shutil.which("cp2k.psmp") is None,
-                    reason="pw.x or cp2k.psmp not installed")
+@needs(shutil.which("pw.x") is not None and shutil.which("cp2k.psmp") is not None,
+       "pw.x or cp2k.psmp not installed")
 def test_label_throughput_quick(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "benchmarks/label_throughput.py", "--quick",
                           "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True,

@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SI_DATA = ROOT.parent / "shared/data/pfd-paper/Si/train.extxyz"
+SI_DATA = ROOT / "tests/data/si_paper/train.extxyz"  # the benchmarks' default data
 
 
 def _run(script: str, out: Path, timeout: int) -> None:
@@ -21,6 +21,7 @@ def _run(script: str, out: Path, timeout: int) -> None:
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_selection_speed_quick(tmp_path: Path) -> None:
     _run("selection_speed.py", tmp_path, timeout=300)
     res = json.loads((tmp_path / "benchmarks/results/selection_speed_quick.json").read_text())
@@ -36,7 +37,6 @@ def test_selection_speed_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SI_DATA.is_file(), reason=f"{SI_DATA} not available")
 def test_p6_selection_quick(tmp_path: Path) -> None:
     _run("p6_selection.py", tmp_path, timeout=900)
     res = json.loads((tmp_path / "benchmarks/results/p6_selection_quick.json").read_text())
@@ -67,7 +67,6 @@ def _p6_module() -> ModuleType:
     return mod
 
 
-@pytest.mark.skipif(not SI_DATA.is_file(), reason=f"{SI_DATA} not available")
 def test_p6_split_is_disjoint_and_stratified() -> None:
     p6 = _p6_module()
     frames = p6.fr.read_frames(SI_DATA)

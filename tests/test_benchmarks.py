@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from requires import needs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not installed")
+@needs(shutil.which("pw.x") is not None, "pw.x not installed")
 def test_e2e_demo_quick(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "benchmarks/e2e_demo.py", "--quick", "--skip-install",
                           "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True,

@@ -21,8 +21,6 @@ import pytest
 from pfd.models.deepmd_export import default_env_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-SI_DATA = ROOT.parent / "shared/data/pfd-paper/Si/train.extxyz"
-needs_si = pytest.mark.skipif(not SI_DATA.is_file(), reason=f"{SI_DATA} not available")
 
 
 def _module(name: str) -> ModuleType:
@@ -49,7 +47,6 @@ def _run(script: str, out: Path, timeout: int = 600) -> dict:
 
 
 @pytest.mark.slow
-@needs_si
 def test_p1_quick(tmp_path: Path) -> None:
     res = _run("p1_learning_curve", tmp_path)
     assert res["complete"] is True
@@ -67,7 +64,6 @@ def test_p1_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@needs_si
 def test_p2_quick(tmp_path: Path) -> None:
     res = _run("p2_md_speed", tmp_path)
     assert res["complete"] is True
@@ -126,7 +122,6 @@ def test_p2_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@needs_si
 def test_p3_quick(tmp_path: Path) -> None:
     res = _run("p3_distill_fidelity", tmp_path)
     t = res["teacher"]["test_vs_dft"]["force_rmse_eV_A"]
@@ -172,7 +167,6 @@ def test_p1_power_law_extrapolation() -> None:
     assert p1.extrapolated_frames(flat, 0.10) is None
 
 
-@needs_si
 def test_split_nested_and_held_out() -> None:
     sd = _module("_si_data")
     split = sd.load_split()
@@ -237,13 +231,14 @@ def test_p2_lammps_log_timing_is_the_timed_run_and_completeness() -> None:
 def test_sevennet_random_init_is_finite_and_not_the_foundation(tmp_path: Path) -> None:
     from ase.build import bulk
 
+    from pfd.config import FinetuneSpec
     from pfd.frames import attach_labels
     from pfd.models import sevennet
 
     a = bulk("Si", "diamond", a=5.43, cubic=True)
     a.rattle(0.05, seed=1)
     frames = [attach_labels(a, -43.0, np.zeros((8, 3)))]
-    st = sevennet.FinetuneSettings(epochs=0, random_init=True)
+    st = FinetuneSpec(epochs=0, random_init=True)
     model = sevennet.finetune(frames, [], tmp_path, st)
     rnd = a.copy()
     rnd.calc = sevennet.load_calculator(model)

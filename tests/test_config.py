@@ -8,14 +8,15 @@ import pytest
 import yaml
 from configs import base
 
-from pfd.config import ConfigError, PFDConfig, load_config, parse_config
+from pfd.config import ConfigError, PFDConfig
+from pfd.preflight import check_config, check_config_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_examples_validate() -> None:
     for cfg_path in (ROOT / "examples/si/pfd.yaml", ROOT / "tests/data/tiny.yaml"):
-        cfg = load_config(cfg_path)
+        cfg = check_config_file(cfg_path)
         assert isinstance(cfg, PFDConfig)
         assert len(cfg.stages) == 2
         assert cfg.distill is not None
@@ -25,7 +26,7 @@ def test_unknown_key_names_field_path() -> None:
     raw = base()
     raw["init"]["perturb"] = {"atom_displacment_A": 0.1}
     with pytest.raises(ConfigError) as e:
-        parse_config(raw)
+        check_config(raw)
     assert "init.perturb.atom_displacment_A" in str(e.value)
     assert "unknown field" in str(e.value)
 
@@ -34,14 +35,14 @@ def test_negative_temperature() -> None:
     raw = base()
     raw["stages"][0]["groups"][0]["temperatures_K"] = [-5]
     with pytest.raises(ConfigError, match=r"stages\.0\.groups\.0\.temperatures_K\.0"):
-        parse_config(raw)
+        check_config(raw)
 
 
 def test_unknown_structure_reference() -> None:
     raw = base()
     raw["stages"][0]["groups"][0]["structures"] = ["nope"]
     with pytest.raises(ConfigError, match=r"stages\[0\]\.groups\[0\]\.structures.*'nope'"):
-        parse_config(raw)
+        check_config(raw)
 
 
 def test_missing_structure_file(tmp_path: Path) -> None:
@@ -50,7 +51,7 @@ def test_missing_structure_file(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"structures\.f\.file: file not found"):
-        load_config(p)
+        check_config_file(p)
 
 
 def test_structure_file_relative_to_config(tmp_path: Path) -> None:
@@ -61,7 +62,7 @@ def test_structure_file_relative_to_config(tmp_path: Path) -> None:
     raw = base()
     raw["structures"] = {"d": {"file": "si.extxyz"}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
-    cfg = load_config(tmp_path / "c.yaml")
+    cfg = check_config_file(tmp_path / "c.yaml")
     assert cfg.structures["d"].file == (tmp_path / "si.extxyz").resolve()
 
 
@@ -70,36 +71,36 @@ def test_element_without_pseudopotential() -> None:
     raw["structures"]["u"] = {"build": {"element": "Xe", "crystal": "fcc", "a_A": 6.2}}
     raw["labeller"] = {"qe": {}}
     with pytest.raises(ConfigError, match=r"labeller\.qe\.pseudopotentials:.*Xe"):
-        parse_config(raw)
+        check_config(raw)
 
 
 def test_explicit_pseudopotential_must_exist() -> None:
     raw = base()
     raw["labeller"]["qe"]["pseudopotentials"] = {"Si": "Si.does-not-exist.UPF"}
     with pytest.raises(ConfigError, match="Si.does-not-exist.UPF not found"):
-        parse_config(raw)
+        check_config(raw)
 
 
 def test_npt_needs_pressures_and_literal_choices() -> None:
     raw = base()
     raw["stages"][0]["groups"][0]["ensemble"] = "npt"
     with pytest.raises(ConfigError, match="pressures_GPa"):
-        parse_config(raw)
+        check_config(raw)
     raw = base()
     raw["stages"][0]["select"] = {"method": "best"}
     with pytest.raises(ConfigError, match=r"stages\.0\.select\.method.*'entropy' or 'random'"):
-        parse_config(raw)
+        check_config(raw)
 
 
 def test_run_id_default_is_stable_and_config_sensitive() -> None:
-    a, b = parse_config(base()), parse_config(base())
+    a, b = check_config(base()), check_config(base())
     assert a.resolved_run_id == b.resolved_run_id
     raw = base()
     raw["stages"][0]["max_iterations"] = 7
-    assert parse_config(raw).resolved_run_id != a.resolved_run_id
+    assert check_config(raw).resolved_run_id != a.resolved_run_id
     raw["run_id"] = "../escape"
     with pytest.raises(ConfigError, match="run_id"):
-        parse_config(raw)
+        check_config(raw)
 
 
 def test_cli_check(tmp_path: Path) -> None:

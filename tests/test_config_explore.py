@@ -13,9 +13,9 @@ from pfd.config import (
     NPT_ENSEMBLES,
     ConfigError,
     MDGroup,
-    parse_config,
 )
 from pfd.explore import integrators
+from pfd.preflight import check_config
 
 
 def _group(**kw: Any) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def _group(**kw: Any) -> dict[str, Any]:
 
 def _error(raw: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as e:
-        parse_config(raw)
+        check_config(raw)
     return str(e.value)
 
 
@@ -67,12 +67,12 @@ def test_distill_groups_are_checked_too() -> None:
 
 
 def test_aliases_and_damping_accepted() -> None:
-    cfg = parse_config(_group(ensemble="npt-iso", pressures_GPa=[0, 1.0],
+    cfg = check_config(_group(ensemble="npt-iso", pressures_GPa=[0, 1.0],
                               thermostat_damping_fs=50, barostat_damping_fs=500))
     g = cfg.stages[0].groups[0]
     assert (g.ensemble, g.thermostat_damping_fs, g.barostat_damping_fs) == ("npt", 50, 500)
-    assert parse_config(_group(ensemble="nvt-langevin")).stages[0].groups[0].ensemble == "nvt"
-    assert parse_config(_group()).fingerprint() == parse_config(
+    assert check_config(_group(ensemble="nvt-langevin")).stages[0].groups[0].ensemble == "nvt"
+    assert check_config(_group()).fingerprint() == check_config(
         _group(ensemble="nvt-langevin")).fingerprint()  # an alias is the same physics
 
 
@@ -91,7 +91,7 @@ def test_bad_perturb_rejected(perturb: dict[str, Any], field: str) -> None:
 def test_convergence_rules() -> None:
     raw = base()
     raw["stages"][0]["converge"] = {"force_rmse_eV_A": None, "frame_ratio": {}}
-    rule = parse_config(raw).stages[0].converge.frame_ratio
+    rule = check_config(raw).stages[0].converge.frame_ratio
     assert rule is not None  # the paper's defaults
     assert (rule.min_fraction, rule.max_energy_error_meV_atom,
             rule.max_force_rmse_eV_A) == (0.8, 1.0, 0.05)
@@ -140,12 +140,12 @@ def test_dumped_config_validates_again() -> None:
     raw["stages"][0]["converge"] = {"frame_ratio": {"min_fraction": 0.9}}
     raw["init"]["perturb"] = {"atom_fraction": 0.5, "supercell": [2, 2, 1]}
     raw["cluster"] = {"jobqueue": {**JQ, "job_extra_directives": ["--exclusive"]}}
-    cfg = parse_config(raw)
+    cfg = check_config(raw)
     again = PFDConfig.model_validate(cfg.model_dump(mode="json"))
     assert again == cfg and again.fingerprint() == cfg.fingerprint()
 
 
 def test_jobqueue_accepted() -> None:
-    cfg = parse_config(_cluster({"jobqueue": {**JQ, "walltime": "1-02:00:00", "n_jobs": 3}}))
+    cfg = check_config(_cluster({"jobqueue": {**JQ, "walltime": "1-02:00:00", "n_jobs": 3}}))
     jq = cfg.cluster.jobqueue
     assert jq is not None and (jq.n_jobs, jq.walltime, jq.processes) == (3, "1-02:00:00", None)

@@ -22,9 +22,9 @@ from ase import Atoms
 from ase.io import read
 
 from pfd import frames as fr
-from pfd.models.deepmd import StudentSettings, frames_to_deepmd, freeze, load_calculator
+from pfd.config import DPScheduleSpec, FinetuneSpec, StudentSpec
+from pfd.models.deepmd import frames_to_deepmd, freeze, load_calculator
 from pfd.models.deepmd_finetune import (
-    FinetuneSettings,
     finetune,
     read_checkpoint,
     resolve_head,
@@ -32,7 +32,7 @@ from pfd.models.deepmd_finetune import (
 from pfd.models.deepmd_metrics import dp_test
 from pfd.models.deepmd_run import dp_command, latest_checkpoint, run_training
 
-SI_DATA = Path("/work/shared/data/pfd-paper/Si/train.extxyz")
+SI_DATA = Path(__file__).resolve().parent / "data/si_paper/train.extxyz"  # see data/README.md
 TYPE_MAP = ["C", "Si"]
 DPA3 = {
     "type": "dpa3",
@@ -57,8 +57,6 @@ OFFSET_EV_PER_ATOM = 0.5
 
 
 def _splits() -> dict[str, list[Atoms]]:
-    if not SI_DATA.exists():
-        pytest.skip(f"dataset not available: {SI_DATA}")
     pool = [a for a in read(SI_DATA, index=":") if 8 <= len(a) <= 64]
     idx = np.random.default_rng(7).permutation(len(pool))
 
@@ -128,6 +126,7 @@ def dpa3(tmp_path_factory: pytest.TempPathFactory, data: dict[str, list[Atoms]]
     return {"ckpt": ckpt, "frozen": frozen}
 
 
+@pytest.mark.slow
 def test_read_checkpoint_and_head_rules(dpa3: dict[str, Path]) -> None:
     info = read_checkpoint(dpa3["ckpt"])
     assert not info.multitask and info.heads is None
@@ -143,29 +142,32 @@ def test_read_checkpoint_and_head_rules(dpa3: dict[str, Path]) -> None:
         read_checkpoint(dpa3["ckpt"].with_name("nope.pt"))
 
 
+@pytest.mark.slow
 def test_element_missing_from_type_map_is_a_clear_error(
         dpa3: dict[str, Path], data: dict[str, list[Atoms]], tmp_path: Path) -> None:
     frames = [a.copy() for a in data["ft"][:3]]
     frames[1].symbols[0] = "Ge"
     frames[2].symbols[:2] = "O"
     with pytest.raises(ValueError, match=r"element\(s\) \['Ge', 'O'\].*\['C', 'Si'\]"):
-        finetune(dpa3["ckpt"], frames, [], tmp_path / "ft", FinetuneSettings(steps=10))
+        finetune(dpa3["ckpt"], frames, [], tmp_path / "ft", DPScheduleSpec(steps=10))
     assert not (tmp_path / "ft" / "train.log").exists()  # refused before any training
 
 
+@pytest.mark.slow
 def test_config_checks_the_dpa_checkpoint(dpa3: dict[str, Path], tmp_path: Path) -> None:
     import yaml
     from configs import base
 
-    from pfd.config import ConfigError, load_config, parse_config
+    from pfd.config import ConfigError
+    from pfd.preflight import check_config, check_config_file
 
     raw = base()
     raw["finetune"] = {"backend": "deepmd"}
     with pytest.raises(ConfigError, match=r"finetune.checkpoint is required"):
-        parse_config(raw)
+        check_config(raw)
     raw["finetune"] = {"backend": "sevennet", "model_branch": "pbe"}
     with pytest.raises(ConfigError, match=r"apply to backend 'deepmd' only"):
-        parse_config(raw)
+        check_config(raw)
 
     # a checkpoint path relative to the config file; Si is in its type map
     (tmp_path / "ckpt").mkdir()
@@ -173,7 +175,7 @@ def test_config_checks_the_dpa_checkpoint(dpa3: dict[str, Path], tmp_path: Path)
     raw = base()
     raw["finetune"] = {"backend": "deepmd", "checkpoint": "ckpt/dpa3.pt", "steps": 100}
     (tmp_path / "pfd.yaml").write_text(yaml.safe_dump(raw))
-    cfg = load_config(tmp_path / "pfd.yaml")
+    cfg = check_config_file(tmp_path / "pfd.yaml")
     assert cfg.finetune.checkpoint == str((tmp_path / "ckpt" / "dpa3.pt").resolve())
 
     # structures with an element the checkpoint lacks fail at load, before any DFT
@@ -182,12 +184,12 @@ def test_config_checks_the_dpa_checkpoint(dpa3: dict[str, Path], tmp_path: Path)
     raw["labeller"]["qe"]["pseudopotentials"]["Ge"] = "Ge.pbe-kjpaw.UPF"
     (tmp_path / "pfd.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"element\(s\) \['Ge'\].*\['C', 'Si'\]"):
-        load_config(tmp_path / "pfd.yaml")
+        check_config_file(tmp_path / "pfd.yaml")
     raw = base()
     raw["finetune"] = {"backend": "deepmd", "checkpoint": str(dpa3["ckpt"]),
                        "model_branch": "pbe"}
     with pytest.raises(ConfigError, match=r"single-task checkpoint"):
-        parse_config(raw)
+        check_config(raw)
 
 
 @pytest.mark.slow
@@ -195,8 +197,8 @@ def test_config_checks_the_dpa_checkpoint(dpa3: dict[str, Path], tmp_path: Path)
 def test_finetune_dpa3_changes_weights_and_lowers_error(
         dpa3: dict[str, Path], data: dict[str, list[Atoms]], tmp_path: Path) -> None:
     rows: list[dict[str, Any]] = []
-    settings = FinetuneSettings(steps=150, batch_size=1, start_lr=2e-3, stop_lr=2e-4,
-                                disp_freq=25, save_freq=75)
+    settings = DPScheduleSpec(steps=150, batch_size=1, start_lr=2e-3, stop_lr=2e-4,
+                              disp_freq=25, save_freq=75)
     model_dir = finetune(dpa3["ckpt"], data["ft"], data["valid"], tmp_path / "ft", settings,
                          progress=rows.append)
 
@@ -237,13 +239,13 @@ def test_finetune_multitask_head(data: dict[str, list[Atoms]], tmp_path: Path) -
     info = read_checkpoint(ckpt)
     assert info.heads == ["pbe", "pbesol"]
     with pytest.raises(ValueError, match=r"multi-task checkpoint with heads \['pbe', 'pbesol'\]"):
-        finetune(ckpt, data["ft"], [], tmp_path / "x", FinetuneSettings(steps=10))
+        finetune(ckpt, data["ft"], [], tmp_path / "x", DPScheduleSpec(steps=10))
     with pytest.raises(ValueError, match=r"no head 'hse'"):
-        finetune(ckpt, data["ft"], [], tmp_path / "x", FinetuneSettings(head="hse", steps=10))
+        finetune(ckpt, data["ft"], [], tmp_path / "x", DPScheduleSpec(steps=10), head="hse")
 
-    settings = FinetuneSettings(head="pbesol", steps=20, batch_size=1, start_lr=1e-4,
-                                stop_lr=1e-5, disp_freq=10, save_freq=20)
-    model_dir = finetune(ckpt, data["ft"][:8], [], tmp_path / "ft", settings)
+    settings = DPScheduleSpec(steps=20, batch_size=1, start_lr=1e-4, stop_lr=1e-5,
+                              disp_freq=10, save_freq=20)
+    model_dir = finetune(ckpt, data["ft"][:8], [], tmp_path / "ft", settings, head="pbesol")
     assert "pretrained branch 'pbesol'" in (tmp_path / "ft" / "train.log").read_text()
 
     # the fitting net starts from the chosen head: after a short, gentle fine-tune its
@@ -259,8 +261,9 @@ def test_finetune_multitask_head(data: dict[str, list[Atoms]], tmp_path: Path) -
 
 def test_student_settings_are_a_training_schedule() -> None:
     # the fine-tune and the student write their schedules with the same code
-    assert FinetuneSettings().resolved_save_freq() == 500
-    assert StudentSettings(steps=2000).resolved_decay_steps() == 10
+    spec = FinetuneSpec(backend="deepmd", checkpoint="x.pt")
+    assert spec.dp_schedule().resolved_save_freq() == 500
+    assert StudentSpec(steps=2000).resolved_decay_steps() == 10
 
 
 @pytest.mark.slow
@@ -269,7 +272,7 @@ def test_workflow_step_finetunes_with_deepmd(dpa3: dict[str, Path], data: dict[s
                                              tmp_path: Path) -> None:
     from configs import base
 
-    from pfd import steps
+    from pfd import model_cache, run_store, steps
     from pfd.config import parse_config
     from pfd.models import registry
 
@@ -278,13 +281,13 @@ def test_workflow_step_finetunes_with_deepmd(dpa3: dict[str, Path], data: dict[s
                        "batch_size": 1, "valid_fraction": 0.2}
     raw["store"] = str(tmp_path / "store")
     raw["workdir"] = str(tmp_path / "work")
-    ctx = steps.make_context(parse_config(raw))
+    ctx = run_store.make_context(parse_config(raw))
     ctx.store.put_frames("datasets/d0.extxyz", data["ft"][:10])
     rows: list[dict[str, Any]] = []
     rec = steps.finetune_model(ctx, ["datasets/d0.extxyz"], progress=rows.append)
     assert rec["reused"] is False and rec["steps"] == 20 and rec["n_train"] + rec["n_valid"] == 10
     assert rows and rows[-1]["step"] == 20
-    local = steps.fetch_model(ctx.store_url, rec["model"], tmp_path / "cache")
+    local = model_cache.fetch_model(ctx.store_url, rec["model"], tmp_path / "cache")
     probe = data["valid"][0].copy()
     probe.calc = registry.load_calculator(local)
     assert np.isfinite(probe.get_potential_energy())

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 from ase.io import read
 
-from pfd.models.deepmd import StudentSettings, train_student
+from pfd.config import StudentSpec
+from pfd.models.deepmd import train_student
 from pfd.models.deepmd_run import (
     _truncate_lcurve,
     latest_checkpoint,
@@ -32,7 +33,7 @@ from pfd.models.deepmd_run import (
     run_training,
 )
 
-SI_DATA = Path("/work/shared/data/pfd-paper/Si/train.extxyz")
+SI_DATA = Path(__file__).resolve().parent / "data/si_paper/train.extxyz"  # see data/README.md
 
 FAKE_DP = textwrap.dedent("""
     import sys, time
@@ -130,15 +131,17 @@ DRIVER = textwrap.dedent("""
     import sys
     import numpy as np
     from ase.io import read
-    from pfd.models.deepmd import StudentSettings, train_student
+    from pfd.config import StudentSpec
+    from pfd.models.deepmd import train_student
     sys.path.insert(0, {tests!r})
     from test_deepmd_resume import frames, SETTINGS
     train, valid = frames()
-    train_student(train, valid, {workdir!r}, StudentSettings(**SETTINGS))
+    train_student(train, valid, {workdir!r}, StudentSpec(**SETTINGS))
 """)
 
 SETTINGS = dict(descriptor_neuron=[8, 16], axis_neuron=4, fitting_neuron=[16, 16], steps=400,
-                start_lr=2e-3, stop_lr=1e-4, disp_freq=20, save_freq=100, batch_size=1)
+                start_lr=2e-3, stop_lr=1e-4, disp_freq=20, save_freq=100, batch_size=1,
+                compress=False)
 
 
 def frames() -> tuple[list, list]:
@@ -150,8 +153,6 @@ def frames() -> tuple[list, list]:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_training_killed_after_a_checkpoint_resumes(tmp_path: Path) -> None:
-    if not SI_DATA.exists():
-        pytest.skip(f"dataset not available: {SI_DATA}")
     workdir = tmp_path / "run"
     script = DRIVER.format(tests=str(Path(__file__).parent), workdir=str(workdir))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -174,7 +175,7 @@ def test_training_killed_after_a_checkpoint_resumes(tmp_path: Path) -> None:
 
     rows: list[dict[str, Any]] = []
     train, valid = frames()
-    model_dir = train_student(train, valid, workdir, StudentSettings(**SETTINGS),
+    model_dir = train_student(train, valid, workdir, StudentSpec(**SETTINGS),
                               progress=rows.append)
     meta = json.loads((model_dir / "pfd_model.json").read_text())
     assert meta["resumed_from_step"] == step_at_kill >= 100
@@ -194,7 +195,7 @@ def test_training_killed_after_a_checkpoint_resumes(tmp_path: Path) -> None:
     assert {r["step"] for r in shown_before if r["step"] < step_at_kill} <= set(steps)
 
     # a rerun after completion trains nothing
-    again = train_student(train, valid, workdir, StudentSettings(**SETTINGS))
+    again = train_student(train, valid, workdir, StudentSpec(**SETTINGS))
     meta2 = json.loads((again / "pfd_model.json").read_text())
     assert meta2["resumed_from_step"] == 400 and meta2["train_seconds"] == 0
 

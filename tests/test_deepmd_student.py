@@ -13,8 +13,8 @@ from ase.build import bulk
 from ase.io import read
 
 from pfd import frames as fr
+from pfd.config import StudentSpec
 from pfd.models.deepmd import (
-    StudentSettings,
     build_input,
     compute_sel,
     frames_to_deepmd,
@@ -24,7 +24,7 @@ from pfd.models.deepmd import (
     train_student,
 )
 
-SI_DATA = Path("/work/shared/data/pfd-paper/Si/train.extxyz")
+SI_DATA = Path(__file__).resolve().parent / "data/si_paper/train.extxyz"  # see data/README.md
 
 
 def _labelled(atoms: Atoms, rng: np.random.Generator, with_stress: bool = True) -> Atoms:
@@ -113,7 +113,8 @@ def test_missing_element_in_type_map_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"lacks element\(s\) \['C'\]"):
         frames_to_deepmd(frames, tmp_path / "data", ["Si"])
     with pytest.raises(ValueError, match=r"lacks element\(s\) \['C'\]"):
-        train_student(frames, [], tmp_path / "run", StudentSettings(steps=1), type_map=["Si"])
+        train_student(frames, [], tmp_path / "run", StudentSpec(compress=False, steps=1),
+                      type_map=["Si"])
     # nothing was trained
     assert not (tmp_path / "run" / "model" / "frozen_model.pth").exists()
 
@@ -141,7 +142,8 @@ def test_build_input_se_atten_v2_has_no_attention(tmp_path: Path) -> None:
     from deepmd.utils.argcheck import normalize
 
     systems = _stress_systems(tmp_path, with_stress=True)
-    settings = StudentSettings(descriptor="se_atten_v2", start_pref_v=0.02, limit_pref_v=1.0)
+    settings = StudentSpec(compress=False, descriptor="se_atten_v2", start_pref_v=0.02,
+                           limit_pref_v=1.0)
     config = build_input(systems, systems, ["C", "Si"], settings)
     desc = config["model"]["descriptor"]
     assert desc["type"] == "se_atten_v2"
@@ -156,7 +158,7 @@ def test_build_input_se_e2_a_defaults(tmp_path: Path) -> None:
     from deepmd.utils.argcheck import normalize
 
     systems = _stress_systems(tmp_path, with_stress=False)
-    settings = StudentSettings(start_pref_v=0.02, limit_pref_v=1.0)
+    settings = StudentSpec(compress=False, start_pref_v=0.02, limit_pref_v=1.0)
     config = build_input(systems, [], ["C", "Si"], settings)
     desc = config["model"]["descriptor"]
     assert desc["type"] == "se_e2_a"
@@ -169,7 +171,7 @@ def test_build_input_se_e2_a_defaults(tmp_path: Path) -> None:
     assert config["learning_rate"]["decay_steps"] == 100
     normalize(json.loads(json.dumps(config)))
 
-    explicit = build_input(systems, [], ["C", "Si"], StudentSettings(sel=[10, 20]))
+    explicit = build_input(systems, [], ["C", "Si"], StudentSpec(compress=False, sel=[10, 20]))
     assert explicit["model"]["descriptor"]["sel"] == [10, 20]
 
 
@@ -190,12 +192,14 @@ def test_read_lcurve(tmp_path: Path) -> None:
     assert rows[0]["lr"] == pytest.approx(1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_dp_failure_raises_with_log_tail(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     frames = [_labelled(bulk("Si", "diamond", a=5.43), rng, with_stress=False)]
     with pytest.raises(RuntimeError, match="dp --pt train") as info:
-        train_student(frames, [], tmp_path, StudentSettings(steps=2, start_lr=-1.0))
+        train_student(frames, [], tmp_path, StudentSpec.model_construct(
+            **{**StudentSpec(compress=False).model_dump(), "steps": 2, "start_lr": -1.0}))
     assert "start_lr" in str(info.value)  # deepmd's own message reaches the caller
     assert (tmp_path / "train.log").exists()
 
@@ -203,15 +207,13 @@ def test_dp_failure_raises_with_log_tail(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_train_tiny_si_student(tmp_path: Path) -> None:
-    if not SI_DATA.exists():
-        pytest.skip(f"dataset not available: {SI_DATA}")
     pool = [a for a in read(SI_DATA, index=":") if 8 <= len(a) <= 64]
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(pool))
     train = [pool[i] for i in idx[:40]]
     held_out = [pool[i] for i in idx[40:50]]
 
-    settings = StudentSettings(
+    settings = StudentSpec(compress=False,
         descriptor_neuron=[8, 16],
         axis_neuron=4,
         fitting_neuron=[32, 32],
@@ -219,8 +221,7 @@ def test_train_tiny_si_student(tmp_path: Path) -> None:
         start_lr=2e-3,
         stop_lr=5e-5,
         disp_freq=25,  # each display also runs validation batches; keep the test quick
-        threads=1,
-    )
+        )
     t0 = time.perf_counter()
     model_dir = train_student(train, held_out, tmp_path / "run", settings)
     elapsed = time.perf_counter() - t0

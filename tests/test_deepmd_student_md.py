@@ -17,20 +17,22 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
 from pfd import frames as fr
+from pfd.config import StudentSpec
 from pfd.explore.md import TrajectorySpec, run_md
 from pfd.models import registry
-from pfd.models.deepmd import StudentSettings, load_calculator, train_student
+from pfd.models.deepmd import load_calculator, train_student
 from pfd.models.deepmd_metrics import dp_test
 from pfd.models.deepmd_run import dp_command, thread_env
 
-SI_DATA = Path("/work/shared/data/pfd-paper/Si/train.extxyz")
+SI_DATA = Path(__file__).resolve().parent / "data/si_paper/train.extxyz"  # see data/README.md
 TINY = dict(descriptor_neuron=[8, 16], axis_neuron=4, fitting_neuron=[16, 16], batch_size=1,
-            start_lr=2e-3, stop_lr=1e-4, threads=1, compress=True)
+            start_lr=2e-3, stop_lr=1e-4, compress=True,
+            # DeePMD's stock loss prefactors, which this test was written with
+            start_pref_e=0.02, limit_pref_e=1.0, start_pref_f=1000.0, limit_pref_f=1.0,
+            start_pref_v=0.0, limit_pref_v=0.0)
 
 
 def _frames() -> tuple[list[Atoms], list[Atoms]]:
-    if not SI_DATA.exists():
-        pytest.skip(f"dataset not available: {SI_DATA}")
     pool = [a for a in read(SI_DATA, index=":") if 8 <= len(a) <= 64]
     idx = np.random.default_rng(11).permutation(len(pool))
     return [pool[i] for i in idx[:40]], [pool[i] for i in idx[40:48]]
@@ -61,7 +63,7 @@ def _min_distance(atoms: Atoms) -> float:
 @pytest.mark.timeout(300)
 def test_student_trains_compresses_and_runs_stable_md(tmp_path: Path) -> None:
     train, valid = _frames()
-    settings = StudentSettings(steps=300, disp_freq=30, save_freq=150, **TINY)
+    settings = StudentSpec(steps=300, disp_freq=30, save_freq=150, **TINY)
     model_dir = train_student(train, valid, tmp_path / "student", settings)
 
     meta = json.loads((model_dir / "pfd_model.json").read_text())
@@ -125,7 +127,7 @@ def test_student_trains_compresses_and_runs_stable_md(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 def test_se_atten_v2_student_without_attention_compresses(tmp_path: Path) -> None:
     train, valid = _frames()
-    settings = StudentSettings(descriptor="se_atten_v2", steps=60, disp_freq=30, **TINY)
+    settings = StudentSpec(descriptor="se_atten_v2", steps=60, disp_freq=30, **TINY)
     model_dir = train_student(train[:10], valid[:2], tmp_path / "student", settings)
     desc = json.loads((model_dir / "input.json").read_text())["model"]["descriptor"]
     assert desc["type"] == "se_atten_v2" and desc["attn_layer"] == 0

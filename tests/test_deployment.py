@@ -23,6 +23,7 @@ import psutil
 import pytest
 import yaml
 from procs import kill_tree
+from requires import needs
 from s3server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ BIN = Path(sys.executable).parent
 CHROMIUM = shutil.which("chromium")
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not installed")]
+              needs(shutil.which("pw.x") is not None, "pw.x not installed")]
 
 
 def _sh(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -145,7 +146,7 @@ def test_schedule_declared_and_visible(stack: dict[str, Any]) -> None:
     assert {"cron": "0 3 * * 1", "active": False} in stack["api"]["schedules"]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (install-system-deps.sh)")
+@needs(CHROMIUM is not None, "chromium not installed (install-system-deps.sh)")
 def test_ui_shows_the_run_and_its_artifacts(stack: dict[str, Any]) -> None:
     """Headless Chromium renders the finished run's report artifact page of the UI."""
     done = next(r for r in stack["api"]["runs"]

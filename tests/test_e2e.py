@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from requires import needs
 
 from pfd import frames as fr
 from pfd.store import LocalStore
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PFD = str(Path(sys.executable).parent / "pfd")
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not installed")]
+              needs(shutil.which("pw.x") is not None, "pw.x not installed")]
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -133,7 +134,7 @@ def test_store_holds_every_artifact(run: dict[str, Any]) -> None:
 
 def test_iteration_records_are_consistent(run: dict[str, Any]) -> None:
     st = run["store"]
-    from pfd.steps import status_rows
+    from pfd.run_store import status_rows
 
     rows = status_rows(st, "tiny")
     assert [(r["stage"], r["iter"]) for r in rows] == [(1, 0), (2, 0)]
@@ -169,8 +170,8 @@ def test_status_command_prints_table(run: dict[str, Any]) -> None:
 def test_student_loads_in_ase(run: dict[str, Any]) -> None:
     from ase.build import bulk
 
+    from pfd.model_cache import fetch_model
     from pfd.models.registry import load_calculator
-    from pfd.steps import fetch_model
 
     st = run["store"]
     local = fetch_model(st.url, "runs/tiny/distill/student", run["tmp"] / "fetch")

@@ -158,7 +158,7 @@ def test_calculator_failure_hits_only_its_frame(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- label_set stop
 def _ctx(tmp_path: Path, max_fail: float):  # type: ignore[no-untyped-def]
-    from pfd.steps import make_context
+    from pfd.run_store import make_context
 
     raw = {"structures": {"d": {"build": {"element": "Cu", "crystal": "fcc", "a_A": 3.6}}},
            "init": {"structures": ["d"]},

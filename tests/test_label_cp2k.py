@@ -1,5 +1,5 @@
 """CP2K labels: real runs (Debian's cp2k), custodian's CP2K handlers driven by the recorded
-outputs in ../shared/fixtures/custodian/cp2k, and the QE-vs-CP2K sanity check.
+outputs in tests/data/custodian/cp2k, and the QE-vs-CP2K sanity check.
 
 Real CP2K runs are kept to three: one converged-settings 8-atom frame with k-points
 (shared by the label and cross-engine tests), and one cheap Γ-only frame run twice by the
@@ -25,6 +25,7 @@ from custodian.cp2k.handlers import FrozenJobErrorHandler, NumericalPrecisionHan
 from custodian.cp2k.validators import Cp2kOutputValidator
 from custodian.custodian import ErrorHandler
 from pymatgen.io.cp2k.inputs import Cp2kInput
+from requires import missing, needs
 
 from pfd import frames as fr
 from pfd.config import CP2KSpec, QESpec
@@ -37,10 +38,9 @@ from pfd.label.custodian_run import PhysicsGuard
 from pfd.label.qe import QELabeller
 from pfd.store import LocalStore
 
-FIX = Path(__file__).resolve().parents[2] / "shared/fixtures/custodian/cp2k"
+FIX = Path(__file__).resolve().parent / "data/custodian/cp2k"  # see data/README.md
 HAVE_CP2K = shutil.which("cp2k.psmp") is not None and Path("/usr/share/cp2k").is_dir()
-needs_cp2k = pytest.mark.skipif(not HAVE_CP2K, reason="cp2k (Debian cp2k + cp2k-data) missing")
-needs_fixtures = pytest.mark.skipif(not FIX.is_dir(), reason="custodian fixtures not present")
+needs_cp2k = needs(HAVE_CP2K, "cp2k (Debian cp2k + cp2k-data) missing")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
@@ -58,7 +58,7 @@ def distorted_si() -> Atoms:
 def cp2k_label(tmp_path_factory: pytest.TempPathFactory) -> tuple[Atoms, Path, CP2KLabeller]:
     """One real CP2K label (k-points 3x3x3, DZVP-MOLOPT-SR, 400 Ry), scratch kept."""
     if not HAVE_CP2K:
-        pytest.skip("cp2k missing")
+        missing("cp2k missing")
     tmp = tmp_path_factory.mktemp("cp2k")
     lab = CP2KLabeller(CP2KSpec(), elements=("Si",))
     res = label_frames(lab, [distorted_si()], LocalStore(tmp / "store").url,
@@ -68,6 +68,7 @@ def cp2k_label(tmp_path_factory: pytest.TempPathFactory) -> tuple[Atoms, Path, C
     return res.labelled[0], workdir, lab
 
 
+@pytest.mark.slow
 @needs_cp2k
 def test_cp2k_label_matches_its_output(cp2k_label: tuple[Atoms, Path, CP2KLabeller]) -> None:
     out, workdir, lab = cp2k_label
@@ -86,13 +87,14 @@ def test_cp2k_label_matches_its_output(cp2k_label: tuple[Atoms, Path, CP2KLabell
     assert not any(p.suffix == ".cube" or "pdos" in p.name.lower() for p in workdir.iterdir())
 
 
+@pytest.mark.slow
 @needs_cp2k
 def test_qe_and_cp2k_agree_on_a_distorted_frame(
         cp2k_label: tuple[Atoms, Path, CP2KLabeller], tmp_path: Path) -> None:
     """Two codes, two basis types, two pseudopotential families: same physics within
     0.1 eV/Å per force component and 1 GPa per stress component."""
     if shutil.which("pw.x") is None:
-        pytest.skip("pw.x missing")
+        missing("pw.x missing")
     cp2k, _, _ = cp2k_label
     qe = QELabeller(QESpec(ecutwfc_Ry=30, kspacing_invA=0.4), elements=("Si",))
     q = qe.label(distorted_si(), tmp_path)
@@ -101,6 +103,7 @@ def test_qe_and_cp2k_agree_on_a_distorted_frame(
     assert ds < 1.0, f"stress differs by {ds:.2f} GPa"
 
 
+@pytest.mark.slow
 @needs_cp2k
 def test_unconverged_scf_is_corrected_by_custodian(tmp_path: Path) -> None:
     """MAX_SCF too small: custodian lowers the mixing, we raise MAX_SCF, the rerun converges;
@@ -172,7 +175,6 @@ def _guarded(handler: ErrorHandler) -> PhysicsGuard:
     return PhysicsGuard(handler, "cp2k", ["cp2k.inp", "pfd.xyz"])
 
 
-@needs_fixtures
 def test_fixture_unconverged_scf_gets_a_new_minimiser_and_more_steps(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = _fixture_dir(tmp_path, "unconverged")
@@ -188,7 +190,6 @@ def test_fixture_unconverged_scf_gets_a_new_minimiser_and_more_steps(
     assert Cp2kOutputValidator().check(str(d))  # an unconverged run never validates
 
 
-@needs_fixtures
 def test_fixture_stuck_scf_tightens_precision(tmp_path: Path) -> None:
     d = _fixture_dir(tmp_path, "imprecise")
     h = _guarded(NumericalPrecisionHandler(max_same=3))
@@ -199,7 +200,6 @@ def test_fixture_stuck_scf_tightens_precision(tmp_path: Path) -> None:
     assert not h.refused  # precision is numerics, not physics
 
 
-@needs_fixtures
 def test_fixture_frozen_preconditioner_is_switched(tmp_path: Path) -> None:
     d = _fixture_dir(tmp_path, "precondstuck")
     old = time.time() - 100
@@ -212,7 +212,6 @@ def test_fixture_frozen_preconditioner_is_switched(tmp_path: Path) -> None:
     assert out["errors"] == ["Frozen preconditioner"]
 
 
-@needs_fixtures
 def test_fixture_stderr_is_read_from_the_job_directory(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     d = tmp_path / "job"
@@ -224,7 +223,6 @@ def test_fixture_stderr_is_read_from_the_job_directory(tmp_path: Path,
     assert not JobDirStdErrHandler().check(str(tmp_path))
 
 
-@needs_fixtures
 def test_fixture_incomplete_output_is_never_a_label(tmp_path: Path) -> None:
     d = _fixture_dir(tmp_path, "conv")  # SCF still running when the file was saved
     assert Cp2kOutputValidator().check(str(d))
@@ -244,7 +242,6 @@ class _CutoffFix(ErrorHandler):
         return {"errors": ["cheaper"], "actions": [{"dict": "cp2k.inp", "action": "cutoff"}]}
 
 
-@needs_fixtures
 def test_guard_refuses_a_cutoff_change(tmp_path: Path) -> None:
     d = _fixture_dir(tmp_path, "unconverged")
     before = (d / "cp2k.inp").read_bytes()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.units import Ry
+from requires import needs
 
 from pfd import frames as fr
 from pfd.config import QESpec
@@ -17,7 +18,7 @@ from pfd.label.cache import failure_key, label_frames, label_key
 from pfd.label.qe import QELabeller
 from pfd.store import LocalStore
 
-pytestmark = pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not installed")
+pytestmark = needs(shutil.which("pw.x") is not None, "pw.x not installed")
 
 FAST = {"pseudopotentials": {"Si": "Si.pbe-rrkj.UPF"}, "ecutwfc_Ry": 16.0,
         "kspacing_invA": 0.7, "conv_thr_Ry": 1e-7}

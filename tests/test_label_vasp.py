@@ -1,5 +1,5 @@
 """The VASP labeller's whole custodian loop, with a stand-in ``vasp`` that replays real VASP
-outputs (custodian's own test files, ../shared/fixtures/custodian/vasp).
+outputs (custodian's own test files, tests/data/custodian/vasp).
 
 VASP cannot run here and POTCARs are licensed, so the tests build a POTCAR tree of fake
 files with just the headers pymatgen parses, in the layout PMG_VASP_PSP_DIR uses: the
@@ -31,9 +31,8 @@ from pfd.label.vasp import VaspLabeller, vasp_handlers
 from pfd.label.vasp_inputs import build_incar
 from pfd.store import LocalStore
 
-FIX = Path(__file__).resolve().parents[2] / "shared/fixtures/custodian/vasp"
-pytestmark = [pytest.mark.skipif(not FIX.is_dir(), reason="custodian fixtures not present"),
-              pytest.mark.filterwarnings("ignore::UserWarning")]
+FIX = Path(__file__).resolve().parent / "data/custodian/vasp"  # see data/README.md
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 ZVAL = {"Si": 4, "Na": 7, "Fe": 8, "Ni": 10, "O": 6}
 

@@ -30,6 +30,7 @@ def _spread_A2(frames: list[Atoms], ideal: Atoms) -> float:
     return float(np.mean(out))
 
 
+@pytest.mark.slow
 def test_positional_spread_grows_with_temperature() -> None:
     cu = _cu()
     spreads, temps = {}, {}
@@ -69,6 +70,7 @@ def test_every_ensemble_runs_and_labels_frames(ensemble: str, pressure: float | 
         assert not np.allclose(cells[-1], cu.cell.array)
 
 
+@pytest.mark.slow
 def test_aniso_barostat_changes_cell_shape_isotropic_does_not() -> None:
     """A tetragonally stretched fcc cell at P = 0: only the free-shape barostat can undo c/a."""
     cu = _cu()

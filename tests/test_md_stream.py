@@ -132,7 +132,7 @@ def test_blown_up_trajectory_streams_frames_before_the_cut(tmp_path: Path) -> No
 
 
 def test_explore_keys_are_loadable_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pfd import steps
+    from pfd import run_store, steps
     from pfd.config import PFDConfig
 
     cfg = PFDConfig.model_validate({
@@ -144,9 +144,9 @@ def test_explore_keys_are_loadable_parts(tmp_path: Path, monkeypatch: pytest.Mon
              "sample_every": 10, "samples_per_part": 2},
             {"structures": ["cu"], "temperatures_K": [500], "pressures_GPa": [1.0],
              "ensemble": "npt-aniso", "steps": 20, "sample_every": 10}]}]})
-    monkeypatch.setattr(steps, "_cached_calculator", lambda *a: EMT())
-    monkeypatch.setattr(steps, "_pin_threads", lambda threads=1: None)
-    ctx = steps.make_context(cfg, store_url=str(tmp_path / "store"), workdir=tmp_path / "w")
+    monkeypatch.setattr(steps, "cached_calculator", lambda *a: EMT())
+    monkeypatch.setattr(steps, "pin_threads", lambda *a, **k: None)
+    ctx = run_store.make_context(cfg, store_url=str(tmp_path / "store"), workdir=tmp_path / "w")
     prefix = ctx.key("stage-01", "iter-00", "explore")
     ex = steps.explore(ctx, "models/emt", cfg.stages[0].groups, prefix)
     assert ex["trajectories"] == 3 and ex["ran"] == 3 and ex["frames"] == 5 + 5 + 2

@@ -23,7 +23,7 @@ from pfd.select.entropy import (
 )
 from pfd.select.filters import apply_filters, rejection_reason
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/pfd-paper/Si/train.extxyz"
+DATA = Path(__file__).resolve().parent / "data/si_paper/train.extxyz"  # see data/README.md
 
 
 def test_filters_count_each_reason() -> None:
@@ -47,8 +47,6 @@ def test_filters_count_each_reason() -> None:
 
 @pytest.fixture(scope="module")
 def si_frames() -> list:
-    if not DATA.exists():
-        pytest.skip(f"{DATA} not present")
     frames = read(DATA, index=":")
     return [a for a in frames if len(a) == 16][:60]
 
@@ -147,6 +145,7 @@ def _brute_force_greedy(cands: list[Atoms], ref: list[Atoms], n: int, h: float) 
     return chosen
 
 
+@pytest.mark.slow
 def test_incremental_greedy_equals_brute_force(si_frames: list) -> None:
     ref, cands = si_frames[:4], si_frames[4:20]
     expected = _brute_force_greedy(cands, ref, 5, h=0.015)

@@ -18,8 +18,8 @@ from ase.build import bulk
 from ase.calculators.calculator import Calculator, all_changes
 
 from pfd import frames as fr
+from pfd.config import FinetuneSpec
 from pfd.models.sevennet import (
-    FinetuneSettings,
     ShiftedCalculator,
     finetune,
     fit_energy_shift,
@@ -29,7 +29,7 @@ from pfd.models.sevennet import (
     save_foundation,
 )
 
-SI_DATA = Path("/work/shared/data/pfd-paper/Si/train.extxyz")
+SI_DATA = Path(__file__).resolve().parent / "data/si_paper/train.extxyz"  # see data/README.md
 OFFSET = -100.0  # eV/atom, fake pseudopotential reference
 
 
@@ -75,8 +75,6 @@ def _force_rmse(frames: list[Atoms], calc: Calculator) -> float:
 
 @pytest.fixture(scope="module")
 def si_frames() -> list[Atoms]:
-    if not SI_DATA.is_file():
-        pytest.skip(f"{SI_DATA} not available")
     return fr.read_frames(SI_DATA)
 
 
@@ -116,6 +114,7 @@ def test_fit_energy_shift_single_composition_is_min_norm_but_exact() -> None:
         assert _model_energy(atoms, calc) == pytest.approx(fr.energy(atoms), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_fit_energy_shift_real_si_against_foundation(si_frames, foundation) -> None:
     """Shift = fake offset + mean per-atom (PBEsol - SevenNet) gap, computed independently."""
     # mixed sizes, so weighting frames per atom (not per frame energy) matters
@@ -172,7 +171,7 @@ def split(si_frames) -> tuple[list[Atoms], list[Atoms]]:
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory, split) -> tuple[Path, float]:
     train, valid = split
-    settings = FinetuneSettings(epochs=3, batch_size=4, patience_epochs=5, threads=1)
+    settings = FinetuneSpec(epochs=3, batch_size=4, patience_epochs=5)
     t0 = time.perf_counter()
     model_dir = finetune(train, valid, tmp_path_factory.mktemp("ft"), settings)
     return model_dir, time.perf_counter() - t0
@@ -242,7 +241,7 @@ def test_finetune_continues_from_previous_model_with_stress(tmp_path, tuned, spl
         probe.calc = foundation
         train.append(fr.attach_labels(atoms, probe.get_potential_energy() + OFFSET * len(atoms),
                                       probe.get_forces(), probe.get_stress()))
-    settings = FinetuneSettings(epochs=1, batch_size=2, threads=1)
+    settings = FinetuneSpec(epochs=1, batch_size=2)
     model_dir = finetune(train, [], tmp_path / "next", settings, base_model_dir=base_dir)
     meta = read_model_json(model_dir)
     assert meta["stress_trained"] is True

@@ -15,30 +15,30 @@ import torch
 from procs import kill_tree, wait_for
 
 from pfd import frames as fr
-from pfd.models.sevennet import FinetuneSettings, finetune, read_model_json
+from pfd.config import FinetuneSpec
+from pfd.models.sevennet import finetune, read_model_json
 
-SI_DATA = Path("/work/shared/data/pfd-paper/Si/train.extxyz")
-SETTINGS = FinetuneSettings(epochs=3, batch_size=2, patience_epochs=10, threads=1)
+SI_DATA = Path(__file__).resolve().parent / "data/si_paper/train.extxyz"  # see data/README.md
+SETTINGS = FinetuneSpec(epochs=3, batch_size=2, patience_epochs=10)
 
 _CHILD = textwrap.dedent("""
     import sys
     from pathlib import Path
     from pfd import frames as fr
-    from pfd.models.sevennet import FinetuneSettings, finetune
+    from pfd.config import FinetuneSpec
+    from pfd.models.sevennet import finetune
     wd = Path(sys.argv[1])
     def progress(row):
         with open(wd.parent / "epochs.log", "a") as fh:
             fh.write(f"{row['step']}\\n")
     finetune(fr.read_frames(sys.argv[2]), fr.read_frames(sys.argv[3]), wd,
-             FinetuneSettings(epochs=3, batch_size=2, patience_epochs=10, threads=1),
+             FinetuneSpec(epochs=3, batch_size=2, patience_epochs=10),
              progress=progress)
 """)
 
 
 @pytest.fixture(scope="module")
 def frames() -> tuple[list, list]:
-    if not SI_DATA.is_file():
-        pytest.skip(f"{SI_DATA} not available")
     small = [a for a in fr.read_frames(SI_DATA) if 8 <= len(a) <= 16]
     order = np.random.default_rng(3).permutation(len(small))
     picked = [small[i] for i in order[:6]]
@@ -99,7 +99,7 @@ def test_killed_finetune_resumes_to_the_uninterrupted_result(tmp_path: Path, fra
 @pytest.mark.slow
 def test_resume_state_of_other_frames_is_not_used(tmp_path: Path, frames) -> None:
     train, valid = frames
-    one_epoch = FinetuneSettings(epochs=1, batch_size=2, threads=1)
+    one_epoch = FinetuneSpec(epochs=1, batch_size=2)
     finetune(train, valid, tmp_path / "wd", one_epoch)
     model = finetune(train[:3], valid, tmp_path / "wd", one_epoch)
     meta = read_model_json(model)

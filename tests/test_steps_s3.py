@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from requires import needs
 
-from pfd import steps
+from pfd import run_store, steps
 from pfd.config import parse_config
 from pfd.store import S3Store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not installed")
+pytestmark = [pytest.mark.slow,
+              needs(shutil.which("pw.x") is not None, "pw.x not installed")]
 
 
 def test_init_dataset_on_s3(moto_endpoint: str, aws_env: None, tmp_path: Path,
@@ -27,7 +29,7 @@ def test_init_dataset_on_s3(moto_endpoint: str, aws_env: None, tmp_path: Path,
     raw["run_id"] = "s3-run"
     cfg = parse_config(raw)
     url = f"s3://pfd-{uuid.uuid4().hex[:10]}/team/project"
-    ctx = steps.make_context(cfg, store_url=url, workdir=tmp_path / "work")
+    ctx = run_store.make_context(cfg, store_url=url, workdir=tmp_path / "work")
     assert ctx.store_url == url and isinstance(ctx.store, S3Store)
 
     first = steps.init_dataset(ctx)
@@ -40,7 +42,7 @@ def test_init_dataset_on_s3(moto_endpoint: str, aws_env: None, tmp_path: Path,
 
     # a second run of the same config (new run id) finds every label in the bucket
     raw["run_id"] = "s3-run-2"
-    ctx2 = steps.make_context(parse_config(raw), store_url=url, workdir=tmp_path / "work2")
+    ctx2 = run_store.make_context(parse_config(raw), store_url=url, workdir=tmp_path / "work2")
     second = steps.init_dataset(ctx2)
     assert (second["dft_computed"], second["dft_cached"]) == (0, 2)
     # and a rerun of the first run is a pure read of its record

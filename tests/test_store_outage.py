@@ -17,6 +17,8 @@ from s3server import SwiftServer
 
 from pfd.store import S3Store, StoreError
 
+pytestmark = pytest.mark.slow
+
 MiB = 1024 * 1024
 
 

@@ -131,6 +131,7 @@ def test_rdf_of_fcc_counts_twelve_neighbours() -> None:
     assert 0 < np.argmax(g2["Cl-Na"]) < np.argmax(g2["Na-Na"])
 
 
+@pytest.mark.slow
 def test_md_at_temperature_with_emt() -> None:
     from ase.calculators.emt import EMT
 

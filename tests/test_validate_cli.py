@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from ase.build import bulk
+from requires import needs
 from typer.testing import CliRunner
 
 from pfd.cli import app
@@ -21,7 +22,7 @@ from pfd.config import parse_config
 from pfd.store import LocalStore
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not installed")]
+              needs(shutil.which("pw.x") is not None, "pw.x not installed")]
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "val-fake"
@@ -43,9 +44,11 @@ def _config() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from pfd.config import StudentSpec
+    from pfd.model_cache import upload_model
     from pfd.models import deepmd, sevennet
     from pfd.perturb import perturb
-    from pfd.steps import make_labeller, upload_model
+    from pfd.steps import make_labeller
     from pfd.validate.dft import LabellerCalculator
 
     tmp = tmp_path_factory.mktemp("valcli")
@@ -75,11 +78,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         synth.append(attach_labels(a, a.get_potential_energy(), a.get_forces(),
                                    a.get_stress()))
     store.put_frames(f"runs/{RUN}/distill/synthetic_test.extxyz", synth[:4])
-    student_dir = deepmd.train_student(synth[4:], synth[:4], tmp / "student", deepmd.
-                                       StudentSettings(descriptor_neuron=[8, 16],
-                                                       axis_neuron=4, fitting_neuron=[32, 32],
-                                                       rcut_A=4.5, steps=60, start_lr=2e-3,
-                                                       stop_lr=1e-4, disp_freq=30))
+    student = StudentSpec(compress=False, descriptor_neuron=[8, 16], axis_neuron=4,
+                          fitting_neuron=[32, 32], rcut_A=4.5, steps=60, start_lr=2e-3,
+                          stop_lr=1e-4, disp_freq=30)
+    student_dir = deepmd.train_student(synth[4:], synth[:4], tmp / "student", student)
     upload_model(store, f"runs/{RUN}/distill/student", student_dir)
     args = [RUN, "--store", store.url, "--workdir", str(tmp / "work")]
     t0 = time.perf_counter()

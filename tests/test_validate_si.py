@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 from ase.build import bulk
+from requires import needs
 
 from pfd.validate import eos, phonons, vacancy
 from pfd.validate.dft import LabellerCalculator
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not installed")]
+              needs(shutil.which("pw.x") is not None, "pw.x not installed")]
 
 SI = bulk("Si", "diamond", a=5.43, cubic=True)
 

@@ -22,8 +22,10 @@ from ase.md.langevin import Langevin
 from ase.md.md import MolecularDynamics
 from ase.md.nose_hoover_chain import MTKNPT, IsotropicMTKNPT, NoseHooverChainNVT
 
-ENSEMBLES = ("nvt", "nvt-nhc", "npt", "npt-aniso")
-NPT_ENSEMBLES = ("npt", "npt-aniso")
+from pfd.config import ENSEMBLES, NPT_ENSEMBLES
+
+__all__ = ["ENSEMBLES", "NPT_ENSEMBLES", "integrator_state", "make_integrator",
+           "restore_integrator_state"]
 
 # attribute paths (relative to the integrator) of its extended-system variables
 _THERMOSTAT = ("_thermostat._eta", "_thermostat._p_eta")

@@ -18,11 +18,11 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
+from pydantic import model_validator
 
+from pfd.config import NPT_ENSEMBLES, MDSettings, PositiveFloat
 from pfd.explore.blowup import BlowupLimits, blowup_reason
 from pfd.explore.integrators import (
-    ENSEMBLES,
-    NPT_ENSEMBLES,
     integrator_state,
     make_integrator,
     restore_integrator_state,
@@ -32,44 +32,28 @@ from pfd.frames import attach_labels
 __all__ = ["MDState", "TrajectoryResult", "TrajectorySpec", "blowup_reason", "run_md"]
 
 
-@dataclass(frozen=True)
-class TrajectorySpec:
+class TrajectorySpec(MDSettings):
+    """One planned trajectory: the group's :class:`~pfd.config.MDSettings` (integrator,
+    length, sampling: defined and checked once there) plus where it starts, its
+    thermodynamic point, its seed and the blow-up limits (see pfd.explore.blowup)."""
+
     traj_id: str
     structure: str
-    temperature_K: float
+    temperature_K: PositiveFloat
     pressure_GPa: float | None = None
-    ensemble: str = "nvt"  # one of ENSEMBLES
-    steps: int = 200
-    timestep_fs: float = 1.0
-    sample_every: int = 10
-    friction_per_fs: float | None = None  # Langevin; None = 0.01 per fs
-    thermostat_damping_fs: float | None = None  # Nosé–Hoover; None = 100 × timestep
-    barostat_damping_fs: float | None = None  # MTK; None = 1000 × timestep
-    samples_per_part: int = 10
     seed: int = 1
-    # blow-up limits (see pfd.explore.blowup)
-    max_temperature_factor: float = 5.0
-    min_distance_A: float = 0.5
-    max_volume_ratio: float = 2.0
-    max_cell_length_ratio: float = 1.5
-    max_cell_angle_change_deg: float = 25.0
+    max_temperature_factor: PositiveFloat = 5.0
+    min_distance_A: PositiveFloat = 0.5
+    max_volume_ratio: PositiveFloat = 2.0
+    max_cell_length_ratio: PositiveFloat = 1.5
+    max_cell_angle_change_deg: PositiveFloat = 25.0
 
-    def __post_init__(self) -> None:
-        if self.ensemble not in ENSEMBLES:
-            raise ValueError(f"TrajectorySpec.ensemble: {self.ensemble!r} unknown "
-                             f"(allowed: {', '.join(ENSEMBLES)})")
+    @model_validator(mode="after")
+    def _pressure_matches_ensemble(self) -> TrajectorySpec:
         if (self.ensemble in NPT_ENSEMBLES) != (self.pressure_GPa is not None):
-            raise ValueError(f"TrajectorySpec.pressure_GPa: required for "
-                             f"{' and '.join(NPT_ENSEMBLES)}, not allowed for "
-                             f"{self.ensemble!r} (got {self.pressure_GPa!r})")
-        for name in ("temperature_K", "timestep_fs", "friction_per_fs", "thermostat_damping_fs",
-                     "barostat_damping_fs", "steps", "sample_every", "samples_per_part"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise ValueError(f"TrajectorySpec.{name}: must be > 0, got "
-                                 f"{getattr(self, name)!r}")
-        if self.sample_every > self.steps:
-            raise ValueError(f"TrajectorySpec.sample_every ({self.sample_every}) must not "
-                             f"exceed steps ({self.steps})")
+            raise ValueError(f"pressure_GPa: required for {' and '.join(NPT_ENSEMBLES)}, not "
+                             f"allowed for {self.ensemble!r} (got {self.pressure_GPa!r})")
+        return self
 
     def limits(self) -> BlowupLimits:
         return BlowupLimits(

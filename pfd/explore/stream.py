@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from ase import Atoms
@@ -53,7 +52,7 @@ def frame_keys(record: dict[str, Any], prefix: str) -> list[str]:
 
 def trajectory_identity(spec: TrajectorySpec, atoms: Atoms, context: str = "") -> str:
     """What a checkpoint must match to be continued: spec, start structure, model."""
-    blob = json.dumps({"spec": asdict(spec), "structure": frame_hash(atoms),
+    blob = json.dumps({"spec": spec.model_dump(mode="json"), "structure": frame_hash(atoms),
                        "context": context}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 

@@ -46,10 +46,8 @@ from pfd.label.custodian_run import (
     OwnProcessJob,
     PhysicsGuard,
     TimeoutHandler,
-    build_command,
-    corrections_info,
-    engine_env,
     run_custodian,
+    stamp_label,
 )
 from pfd.label.versions import cp2k_version
 
@@ -164,16 +162,12 @@ class CP2KLabeller:
         inp, xyz = build_input(atoms, s, kinds)
         (workdir / INPUT_FILE).write_text(inp)
         (workdir / COORD_FILE).write_text(xyz)
-        job = LabelCp2kJob(build_command(s.command, s.mpi_ranks, s.mpirun),
-                           env_overrides=engine_env(s.threads), timeout_s=s.timeout_s)
+        job = LabelCp2kJob.from_spec(s)
         corrections = run_custodian(
             engine="CP2K", jobs=[job], handlers=cp2k_handlers(s),
             validators=[Cp2kOutputValidator(output_file=OUTPUT_FILE)], directory=workdir,
             max_errors=s.max_corrections + 1, output_file=OUTPUT_FILE, stderr_file=STDERR_FILE,
             diagnose=diagnose, tail_cut=r"T I M I N G", missing_hint="install Debian's cp2k")
         out = parse_cp2k_output(workdir / OUTPUT_FILE, atoms)
-        out.info["labeller"] = self.fingerprint()
-        out.info["engine_version"] = f"CP2K {cp2k_version(s.command)}"
-        out.info["label_corrections"] = corrections_info(corrections)
-        out.info["label_wall_s"] = round(time.perf_counter() - t0, 2)
-        return out
+        return stamp_label(out, self.fingerprint(), f"CP2K {cp2k_version(s.command)}",
+                           corrections, t0)

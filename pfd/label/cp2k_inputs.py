@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
+
+from pfd.label.kpoints import kpoint_mesh
 
 if TYPE_CHECKING:
     from pfd.config import CP2KSpec
@@ -133,14 +134,6 @@ def _valence(names: list[str]) -> int | None:
         if m:
             return int(m.group(1))
     return None
-
-
-def kpoint_mesh(atoms: Atoms, kspacing_invA: float) -> tuple[int, int, int]:
-    """Same rule as QE and VASP's KSPACING: n_i = ceil(|b_i| 2π / spacing); 1 if not periodic."""
-    rec = atoms.cell.reciprocal() * 2 * np.pi
-    n = [max(1, int(np.ceil(np.linalg.norm(rec[i]) / kspacing_invA))) if atoms.pbc[i] else 1
-         for i in range(3)]
-    return (n[0], n[1], n[2])
 
 
 def gamma_grid_time_reversal(mesh: tuple[int, int, int]) -> tuple[list[list[float]], list[float]]:

@@ -23,10 +23,11 @@ import shlex
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from custodian.custodian import (
     Custodian,
@@ -41,6 +42,12 @@ from custodian.custodian import (
 )
 
 from pfd.label.base import LabelError
+from pfd.threads import thread_env
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+    from pfd.config import CP2KSpec, QESpec, VaspSpec
 
 TIMEOUT_MARKER = "pfd-timeout.json"
 # Poll often: with monitors, custodian notices a finished process only at the next poll,
@@ -61,8 +68,7 @@ Diagnose = Callable[[Path], tuple[str, bool]]
 def engine_env(threads: int) -> dict[str, str]:
     """Environment overrides for one engine process: pinned threads (OpenMP oversubscription
     made CP2K 5x slower on 2 busy cores) and the MPI singleton fix."""
-    t = str(threads)
-    return {"OMP_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "MKL_NUM_THREADS": t, **MPI_ENV}
+    return {**thread_env(threads), **MPI_ENV}
 
 
 def build_command(command: str, mpi_ranks: int, mpirun: str) -> list[str]:
@@ -146,6 +152,14 @@ class OwnProcessJob:
     env_overrides: dict[str, str]
     timeout_s: float | None
     _process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def from_spec(cls, spec: QESpec | CP2KSpec | VaspSpec, **kwargs: Any) -> Self:
+        """The job for one frame under ``spec``'s machine settings: its command (under
+        ``mpirun`` for several ranks), pinned threads and time limit."""
+        cmd = build_command(spec.command, spec.mpi_ranks, spec.mpirun)
+        return cls(cmd, env_overrides=engine_env(spec.threads),  # type: ignore[call-arg]
+                   timeout_s=spec.timeout_s, **kwargs)
 
     @property
     def returncode(self) -> int | None:
@@ -284,6 +298,18 @@ def _plain(obj: Any) -> Any:
 def corrections_info(corrections: Sequence[Mapping[str, Any]]) -> str:
     """The corrections as a JSON string that survives an extxyz round trip in atoms.info."""
     return json.dumps(_plain(list(corrections)), separators=(",", ":"))
+
+
+def stamp_label(out: Atoms, labeller: str, engine_version: str,
+                corrections: Sequence[Mapping[str, Any]], t0: float) -> Atoms:
+    """Write a DFT label's own record into ``out.info`` (its fingerprint, the engine's
+    version, the corrections custodian applied, the wall time since ``t0``, a
+    ``time.perf_counter()`` value) and return ``out``."""
+    out.info["labeller"] = labeller
+    out.info["engine_version"] = engine_version
+    out.info["label_corrections"] = corrections_info(corrections)
+    out.info["label_wall_s"] = round(time.perf_counter() - t0, 2)
+    return out
 
 
 def run_custodian(*, engine: str, jobs: Sequence[Any], handlers: Sequence[ErrorHandler],

@@ -23,11 +23,10 @@ from pfd.frames import attach_labels
 from pfd.label.base import LabelError
 from pfd.label.custodian_run import (
     TimeoutHandler,
-    build_command,
-    corrections_info,
-    engine_env,
     run_custodian,
+    stamp_label,
 )
+from pfd.label.kpoints import kpoint_mesh
 from pfd.label.qe_custodian import (
     PwCrashHandler,
     PwJob,
@@ -80,13 +79,6 @@ def resolve_pseudopotentials(elements: list[str], spec: QESpec) -> dict[str, str
     return out
 
 
-def _kpts(atoms: Atoms, kspacing_invA: float) -> tuple[int, int, int]:
-    """Monkhorst-Pack grid for a k-spacing in Å⁻¹ including 2π (ASE's and VASP's KSPACING)."""
-    rec = atoms.cell.reciprocal() * 2 * np.pi
-    n = [max(1, int(np.ceil(np.linalg.norm(rec[i]) / kspacing_invA))) for i in range(3)]
-    return (n[0], n[1], n[2])
-
-
 @dataclass(frozen=True)
 class QELabeller:
     spec: QESpec
@@ -134,9 +126,8 @@ class QELabeller:
         pp = resolve_pseudopotentials(sorted(set(atoms.get_chemical_symbols())), s)
         with (workdir / "pw.in").open("w") as fd:
             write_espresso_in(fd, atoms, input_data=self._input_data(), pseudopotentials=pp,
-                              kpts=_kpts(atoms, s.kspacing_invA))
-        job = PwJob(build_command(s.command, s.mpi_ranks, s.mpirun),
-                    env_overrides=engine_env(s.threads), timeout_s=s.timeout_s)
+                              kpts=kpoint_mesh(atoms, s.kspacing_invA))
+        job = PwJob.from_spec(s)
         handlers = [TimeoutHandler(), PwScfHandler(max_num_corrections=s.scf_fix_attempts),
                     PwCrashHandler(max_num_corrections=s.crash_retries)]
         corrections = run_custodian(
@@ -145,11 +136,8 @@ class QELabeller:
             stderr_file="pw.err", diagnose=diagnose, tail_cut=r"^\s+(init_run|Writing output)",
             missing_hint="install quantum-espresso")
         out = parse_pw_output(workdir / "pw.out", atoms)
-        out.info["labeller"] = self.fingerprint()
-        out.info["engine_version"] = f"QE {qe_version(s.command)}"
-        out.info["label_corrections"] = corrections_info(corrections)
-        out.info["label_wall_s"] = round(time.perf_counter() - t0, 2)
-        return out
+        return stamp_label(out, self.fingerprint(), f"QE {qe_version(s.command)}",
+                           corrections, t0)
 
 
 def parse_pw_output(path: Path, atoms: Atoms) -> Atoms:

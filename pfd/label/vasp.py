@@ -30,10 +30,8 @@ from pfd.label.custodian_run import (
     OwnProcessJob,
     PhysicsGuard,
     TimeoutHandler,
-    build_command,
-    corrections_info,
-    engine_env,
     run_custodian,
+    stamp_label,
 )
 from pfd.label.vasp_inputs import (
     INPUT_FILES,
@@ -123,8 +121,7 @@ class VaspLabeller:
         grouped = atoms[order]
         potcars = resolve_potcars(sorted(set(atoms.get_chemical_symbols())), s)
         write_inputs(workdir, grouped, s, potcars)
-        job = LabelVaspJob(build_command(s.command, s.mpi_ranks, s.mpirun),
-                           env_overrides=engine_env(s.threads), timeout_s=s.timeout_s)
+        job = LabelVaspJob.from_spec(s)
         corrections = run_custodian(
             engine="VASP", jobs=[job], handlers=vasp_handlers(s),
             validators=[VasprunXMLValidator()], directory=workdir,
@@ -139,8 +136,4 @@ class VaspLabeller:
         assert calc is not None
         out = attach_labels(atoms, calc.results["energy"], calc.results["forces"][inverse],
                             calc.results["stress"])
-        out.info["labeller"] = self.fingerprint()
-        out.info["engine_version"] = f"VASP {version}"
-        out.info["label_corrections"] = corrections_info(corrections)
-        out.info["label_wall_s"] = round(time.perf_counter() - t0, 2)
-        return out
+        return stamp_label(out, self.fingerprint(), f"VASP {version}", corrections, t0)

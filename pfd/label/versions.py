@@ -14,12 +14,13 @@ import subprocess
 import tempfile
 
 from pfd.label.custodian_run import MPI_ENV
+from pfd.threads import thread_env
 
 UNKNOWN = "unknown"
 
 
 def _probe(args: list[str], stdin: str | None, pattern: str, timeout_s: float) -> str:
-    env = dict(os.environ, OMP_NUM_THREADS="1", **MPI_ENV)
+    env = {**os.environ, **thread_env(1), **MPI_ENV}
     # in a throw-away directory: pw.x leaves a CRASH file behind when its input is empty
     with tempfile.TemporaryDirectory(prefix="pfd-version-") as tmp:
         try:

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -28,6 +26,7 @@ from ase.calculators.calculator import Calculator
 from ase.neighborlist import neighbor_list
 
 from pfd import frames as fr
+from pfd.config import DPScheduleSpec, StudentSpec
 from pfd.models.deepmd_run import (
     LCURVE_FILE,
     Progress,
@@ -38,6 +37,8 @@ from pfd.models.deepmd_run import (
     run_training,
     thread_env,
 )
+from pfd.models.meta import MODEL_JSON
+from pfd.threads import pin_threads
 
 #: Safety margin on the observed neighbour count, so that slightly denser configurations
 #: met later (e.g. during MD with the student) do not silently drop neighbours.
@@ -45,79 +46,14 @@ SEL_FACTOR = 1.2
 
 MODEL_FILE = "frozen_model.pth"
 COMPRESSED_FILE = "frozen_model_compressed.pth"
-META_FILE = "pfd_model.json"
+META_FILE = MODEL_JSON  # one definition, in pfd.models.meta
 
 __all__ = [
-    "COMPRESSED_FILE", "LCURVE_FILE", "META_FILE", "MODEL_FILE", "StudentSettings",
+    "COMPRESSED_FILE", "LCURVE_FILE", "META_FILE", "MODEL_FILE", "prepare_training",
     "build_input", "compress", "compute_sel", "freeze", "frames_to_deepmd", "load_calculator",
     "read_deepmd_system", "read_lcurve", "schedule_sections", "train_student",
-    "TrainingSchedule", "write_training_data",
+    "write_training_data",
 ]
-
-
-@dataclass
-class TrainingSchedule:
-    """Steps, learning rate, loss weights and bookkeeping shared by every dp training.
-
-    Both the student (from scratch) and the DPA fine-tune use these, so the two write the
-    same ``learning_rate``/``loss``/``training`` sections (:func:`schedule_sections`).
-    """
-
-    steps: int = 20000
-    batch_size: int | str = "auto"
-    start_lr: float = 1e-3
-    stop_lr: float = 3.5e-8
-    decay_steps: int | None = None
-    start_pref_e: float = 0.02
-    limit_pref_e: float = 1.0
-    start_pref_f: float = 1000.0
-    limit_pref_f: float = 1.0
-    # Virial prefactors only take effect when every training frame carries stress.
-    start_pref_v: float = 0.0
-    limit_pref_v: float = 0.0
-    seed: int = 1
-    threads: int = 1
-    disp_freq: int | None = None
-    save_freq: int | None = None
-
-    def resolved_decay_steps(self) -> int:
-        # ~200 decays over the run, the ratio of DeePMD's stock examples
-        # (1e6 steps / 5000); capped at deepmd's own default of 5000.
-        if self.decay_steps is not None:
-            return int(self.decay_steps)
-        return int(min(5000, max(1, self.steps // 200)))
-
-    def resolved_disp_freq(self) -> int:
-        # ~100 learning-curve points is enough for a plot and keeps validation cheap.
-        if self.disp_freq is not None:
-            return int(self.disp_freq)
-        return int(min(1000, max(1, self.steps // 100)))
-
-    def resolved_save_freq(self) -> int:
-        # A few checkpoints per run: enough to resume after a kill, few enough to be cheap.
-        if self.save_freq is not None:
-            return int(self.save_freq)
-        return int(max(self.resolved_disp_freq(), self.steps // 4, 1))
-
-
-@dataclass
-class StudentSettings(TrainingSchedule):
-    """Hyper-parameters of the student; defaults follow common DeePMD practice.
-
-    ``sel=None`` derives neighbour counts from the data, because a too-small ``sel``
-    silently truncates environments while a too-large one only costs speed.
-    """
-
-    descriptor: Literal["se_e2_a", "se_atten_v2"] = "se_e2_a"
-    rcut_A: float = 5.0
-    rcut_smth_A: float = 0.5
-    sel: list[int] | int | None = None
-    descriptor_neuron: list[int] = field(default_factory=lambda: [16, 32, 64])
-    axis_neuron: int = 8
-    fitting_neuron: list[int] = field(default_factory=lambda: [120, 120, 120])
-    # Tabulated embedding nets (dp compress): about 2x faster MD for a tiny accuracy
-    # cost; off by default here because it adds a step, on in the workflow's StudentSpec.
-    compress: bool = False
 
 
 # --------------------------------------------------------------------------- data
@@ -288,7 +224,7 @@ def build_input(
     train_systems: Sequence[Path],
     valid_systems: Sequence[Path],
     type_map: list[str],
-    settings: StudentSettings,
+    settings: StudentSpec,
 ) -> dict[str, Any]:
     """The ``dp train`` input; a pure function of its arguments (and the system files).
 
@@ -344,7 +280,7 @@ def build_input(
 
 
 def schedule_sections(
-    train_systems: Sequence[Path], valid_systems: Sequence[Path], settings: TrainingSchedule
+    train_systems: Sequence[Path], valid_systems: Sequence[Path], settings: DPScheduleSpec
 ) -> dict[str, Any]:
     """The ``learning_rate``, ``loss`` and ``training`` sections of a dp input."""
     has_virial = _systems_have_virial(train_systems)
@@ -460,21 +396,15 @@ def _lcurve_summary(workdir: Path, model_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def train_student(
-    train: list[Atoms],
-    valid: list[Atoms],
-    workdir: Path,
-    settings: StudentSettings,
+def prepare_training(
+    train: Sequence[Atoms], valid: Sequence[Atoms], workdir: Path, settings: StudentSpec,
     type_map: list[str] | None = None,
-    progress: Progress | None = None,
-) -> Path:
-    """Train a DeePMD student from scratch and freeze it; returns ``workdir/"model"``.
+) -> tuple[Path, list[str], dict[str, Any]]:
+    """Data systems and the ``dp train`` input of a student, for either framework.
 
-    Energies may use any reference (DFT absolute or a teacher's): DeePMD fits per-type
-    energy biases itself, so no shift is applied. Calling this again on the same frames
-    and settings after a kill continues from the newest checkpoint instead of step 0
-    (see :mod:`pfd.models.deepmd_run`); ``progress`` receives each new learning-curve
-    row (step, loss, rmse_e_val, rmse_f_val, ...) while training runs.
+    The PyTorch student (:func:`train_student`) and the TensorFlow/LAMMPS one
+    (:func:`pfd.models.deepmd_export.export_lammps`) both start here, so the two are the
+    same network trained the same way; they differ only in how they are frozen.
     """
     if not train:
         raise ValueError("no training frames")
@@ -482,29 +412,19 @@ def train_student(
     workdir.mkdir(parents=True, exist_ok=True)
     type_map = list(type_map) if type_map is not None else fr.species(train)
     _check_type_map(list(train) + list(valid), type_map)
-
     train_systems, valid_systems = write_training_data(train, valid, workdir, type_map)
-    config = build_input(train_systems, valid_systems, type_map, settings)
-    run = run_training(workdir, config, [workdir / "data"], dp=dp_command(), backend="pt",
-                       threads=settings.threads, progress=progress)
+    return workdir, type_map, build_input(train_systems, valid_systems, type_map, settings)
 
-    model_dir = workdir / "model"
-    if model_dir.exists():
-        shutil.rmtree(model_dir)  # never mix a previous model's files into this one
-    model_dir.mkdir()
-    frozen = freeze(workdir, model_dir / MODEL_FILE, settings.threads)
-    model_file = frozen.name
-    if settings.compress:
-        model_file = compress(frozen, model_dir / COMPRESSED_FILE, workdir,
-                              settings.threads).name
-    shutil.copy2(workdir / "input.json", model_dir / "input.json")
 
+def student_meta(settings: StudentSpec, type_map: list[str], config: dict[str, Any],
+                 model_file: str, frozen_file: str) -> dict[str, Any]:
+    """What a trained student is, for its ``pfd_model.json`` (both frameworks)."""
     descriptor = config["model"]["descriptor"]
-    meta = {
+    return {
         "backend": "deepmd",
         "kind": "student",
         "model_file": model_file,
-        "frozen_file": MODEL_FILE,
+        "frozen_file": frozen_file,
         "compressed": settings.compress,
         "type_map": type_map,
         "descriptor": settings.descriptor,
@@ -513,6 +433,46 @@ def train_student(
         "uses_virial": config["loss"]["limit_pref_v"] > 0 or config["loss"]["start_pref_v"] > 0,
         "deepmd_version": _deepmd_version(),
     }
+
+
+def fresh_model_dir(workdir: Path) -> Path:
+    """``workdir/model``, emptied: never mix a previous model's files into this one."""
+    model_dir = workdir / "model"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    model_dir.mkdir()
+    return model_dir
+
+
+def train_student(
+    train: list[Atoms],
+    valid: list[Atoms],
+    workdir: Path,
+    settings: StudentSpec,
+    type_map: list[str] | None = None,
+    progress: Progress | None = None,
+    threads: int = 1,
+) -> Path:
+    """Train a DeePMD student from scratch and freeze it; returns ``workdir/"model"``.
+
+    Energies may use any reference (DFT absolute or a teacher's): DeePMD fits per-type
+    energy biases itself, so no shift is applied. Calling this again on the same frames
+    and settings after a kill continues from the newest checkpoint instead of step 0
+    (see :mod:`pfd.models.deepmd_run`); ``progress`` receives each new learning-curve
+    row (step, loss, rmse_e_val, rmse_f_val, ...) while training runs. ``threads`` is
+    the machine's share for this training, not a setting of the model.
+    """
+    workdir, type_map, config = prepare_training(train, valid, workdir, settings, type_map)
+    run = run_training(workdir, config, [workdir / "data"], dp=dp_command(), backend="pt",
+                       threads=threads, progress=progress)
+
+    model_dir = fresh_model_dir(workdir)
+    frozen = freeze(workdir, model_dir / MODEL_FILE, threads)
+    model_file = frozen.name
+    if settings.compress:
+        model_file = compress(frozen, model_dir / COMPRESSED_FILE, workdir, threads).name
+    shutil.copy2(workdir / "input.json", model_dir / "input.json")
+    meta = student_meta(settings, type_map, config, model_file, MODEL_FILE)
     write_model_meta(model_dir, workdir, meta, settings, train, valid, run)
     return model_dir
 
@@ -521,7 +481,7 @@ def write_model_meta(model_dir: Path, workdir: Path, meta: dict[str, Any], setti
                      train: Sequence[Atoms], valid: Sequence[Atoms], run: Any) -> None:
     """Write ``pfd_model.json``: what the model is (``meta``) plus how its training went."""
     meta = meta | {
-        "settings": asdict(settings),
+        "settings": settings.model_dump(mode="json"),
         "n_train_frames": len(train),
         "n_valid_frames": len(valid),
         "train_seconds": round(run.seconds, 2),
@@ -565,11 +525,9 @@ def load_calculator(model_dir: Path, threads: int = 1) -> Calculator:
         path = path / str(meta.get("model_file", MODEL_FILE))
     if not path.exists():
         raise FileNotFoundError(f"frozen DeePMD model not found: {path}")
-    for key, val in _thread_env(threads).items():
-        os.environ.setdefault(key, val)  # read by deepmd at import; never override the user
-
-    import torch
+    # deepmd reads the environment at import; never override the user's setting
+    pin_threads(threads, env=_thread_env(threads), override=False, torch=False)
     from deepmd.calculator import DP
 
-    torch.set_num_threads(max(1, int(threads)))
+    pin_threads(threads, override=False, torch=True)  # after deepmd's import-time setup
     return DP(model=str(path))

@@ -34,14 +34,13 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from pfd import frames as fr
+from pfd.config import StudentSpec
 from pfd.models.deepmd import (
     META_FILE,
-    StudentSettings,
-    _check_type_map,
-    build_input,
+    fresh_model_dir,
+    prepare_training,
+    student_meta,
     write_model_meta,
-    write_training_data,
 )
 from pfd.models.deepmd_run import Progress, log_tail, run_dp, run_training, thread_env
 
@@ -99,37 +98,28 @@ def export_lammps(
     train: list[Atoms],
     valid: list[Atoms],
     workdir: Path,
-    settings: StudentSettings,
+    settings: StudentSpec,
     type_map: list[str] | None = None,
     progress: Progress | None = None,
     env: LammpsEnv | None = None,
+    threads: int = 1,
 ) -> Path:
     """Train a student with ``dp --tf``, freeze and compress it to ``.pb``; returns the dir.
 
-    The input is :func:`pfd.models.deepmd.build_input`'s, so the LAMMPS student and a
-    PyTorch student of the same settings are the same network trained the same way.
-    Compression follows ``settings.compress`` (the workflow turns it on: it is the
-    fastest form for MD). A killed run resumes like the PyTorch one.
+    Data and input come from :func:`pfd.models.deepmd.prepare_training`, so the LAMMPS
+    student and a PyTorch student of the same settings are the same network trained the
+    same way. Compression follows ``settings.compress`` (the workflow turns it on: it is
+    the fastest form for MD). A killed run resumes like the PyTorch one.
     """
-    if not train:
-        raise ValueError("no training frames")
     env = env or lammps_env()
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    type_map = list(type_map) if type_map is not None else fr.species(train)
-    _check_type_map(list(train) + list(valid), type_map)
-    train_systems, valid_systems = write_training_data(train, valid, workdir, type_map)
-    config = build_input(train_systems, valid_systems, type_map, settings)
+    workdir, type_map, config = prepare_training(train, valid, workdir, settings, type_map)
     run = run_training(workdir, config, [workdir / "data"], dp=[str(env.dp)], backend="tf",
-                       threads=settings.threads, progress=progress)
+                       threads=threads, progress=progress)
 
-    model_dir = workdir / "model"
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    model_dir.mkdir()
+    model_dir = fresh_model_dir(workdir)
     dp = [str(env.dp)]
     run_dp(dp, ["freeze", "-o", str(model_dir / FROZEN_PB)], workdir, "freeze.log",
-           settings.threads, backend="tf")
+           threads, backend="tf")
     model_file = FROZEN_PB
     compress_seconds = None
     if settings.compress:
@@ -141,7 +131,7 @@ def export_lammps(
         cdir.mkdir()
         t0 = time.perf_counter()
         run_dp(dp, ["compress", "-i", str(model_dir / FROZEN_PB), "-o",
-                    str(model_dir / COMPRESSED_PB)], cdir, "compress.log", settings.threads,
+                    str(model_dir / COMPRESSED_PB)], cdir, "compress.log", threads,
                backend="tf")
         compress_seconds = round(time.perf_counter() - t0, 2)
         model_file = COMPRESSED_PB
@@ -152,17 +142,8 @@ def export_lammps(
     shutil.copy2(workdir / "input.json", model_dir / "input.json")
 
     elements = " ".join(type_map)
-    meta = {
-        "backend": "deepmd",
+    meta = student_meta(settings, type_map, config, model_file, FROZEN_PB) | {
         "framework": "tensorflow",
-        "kind": "student",
-        "model_file": model_file,
-        "frozen_file": FROZEN_PB,
-        "compressed": settings.compress,
-        "type_map": type_map,
-        "descriptor": settings.descriptor,
-        "sel": config["model"]["descriptor"]["sel"],
-        "rcut_A": config["model"]["descriptor"]["rcut"],
         "compress_seconds": compress_seconds,
         "lammps": {
             "pair_style": f"deepmd {model_file}",
@@ -173,6 +154,7 @@ def export_lammps(
         },
         "environment": env.versions(),
     }
+    meta.pop("deepmd_version", None)  # the LAMMPS environment's versions say it
     write_model_meta(model_dir, workdir, meta, settings, train, valid, run)
     return model_dir
 

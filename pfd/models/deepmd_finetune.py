@@ -30,12 +30,13 @@ from typing import Any
 from ase import Atoms
 
 from pfd import frames as fr
+from pfd.config import DPScheduleSpec
 from pfd.models.deepmd import (
     MODEL_FILE,
-    TrainingSchedule,
     _check_type_map,
     _deepmd_version,
     freeze,
+    fresh_model_dir,
     schedule_sections,
     write_model_meta,
     write_training_data,
@@ -46,24 +47,6 @@ from pfd.models.deepmd_run import Progress, dp_command, run_training
 RANDOM_HEAD = "RANDOM"
 #: the branch name deepmd gives a single-task model.
 DEFAULT_BRANCH = "Default"
-
-
-@dataclass
-class FinetuneSettings(TrainingSchedule):
-    """Fine-tune schedule. Defaults are for a few hundred to a few thousand frames.
-
-    Energy is weighted more from the start than deepmd's 0.02 -> 1, as in the workflow's
-    student: short runs otherwise leave per-structure energy offsets unlearned.
-    """
-
-    head: str | None = None
-    steps: int = 2000
-    start_lr: float = 1e-3
-    stop_lr: float = 1e-5
-    start_pref_e: float = 0.2
-    limit_pref_e: float = 10.0
-    start_pref_f: float = 100.0
-    limit_pref_f: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -192,14 +175,15 @@ def build_finetune_input(
     train_systems: list[Path],
     valid_systems: list[Path],
     type_map: list[str],
-    settings: FinetuneSettings,
+    settings: DPScheduleSpec,
+    head: str | None = None,
 ) -> dict[str, Any]:
     """A dp input whose model section is the checkpoint's own head, with a new type map.
 
     ``--use-pretrain-script`` would substitute the same sections; writing them here makes
     input.json say what is trained, and lets a killed fine-tune restart from it.
     """
-    branch = info.branch_params(settings.head)
+    branch = info.branch_params(head)
     model: dict[str, Any] = {
         "type_map": list(type_map),
         "descriptor": json.loads(json.dumps(branch["descriptor"])),
@@ -213,38 +197,39 @@ def finetune(
     train: list[Atoms],
     valid: list[Atoms],
     workdir: Path,
-    settings: FinetuneSettings,
+    settings: DPScheduleSpec,
+    head: str | None = None,
     progress: Progress | None = None,
+    threads: int = 1,
 ) -> Path:
     """Fine-tune a DPA checkpoint on labelled frames and freeze it; returns the model dir.
 
+    ``settings`` is the schedule (the workflow's ``FinetuneSpec.dp_schedule()``); ``head``
+    the branch of a multi-task checkpoint, or ``RANDOM`` to re-initialise the fitting net.
     Re-running after a kill continues from the newest checkpoint of this fine-tune (same
     frames, settings and base checkpoint); ``progress`` receives learning-curve rows.
     """
     if not train:
         raise ValueError("finetune: no training frames")
     info = read_checkpoint(checkpoint)
-    head_args = resolve_head(info, settings.head)
-    type_map = check_elements(info, list(train) + list(valid), settings.head)
+    head_args = resolve_head(info, head)
+    type_map = check_elements(info, list(train) + list(valid), head)
     _check_type_map(list(train) + list(valid), type_map)
 
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     train_systems, valid_systems = write_training_data(train, valid, workdir, type_map)
-    config = build_finetune_input(info, train_systems, valid_systems, type_map, settings)
+    config = build_finetune_input(info, train_systems, valid_systems, type_map, settings, head)
     base_sha = _file_sha256(info.path)
     init_args = ["--finetune", str(info.path), *head_args, "--use-pretrain-script"]
     run = run_training(workdir, config, [workdir / "data"], dp=dp_command(), backend="pt",
-                       threads=settings.threads, init_args=init_args,
+                       threads=threads, init_args=init_args,
                        identity={"base_sha256": base_sha}, progress=progress)
 
-    model_dir = workdir / "model"
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    model_dir.mkdir()
-    freeze(workdir, model_dir / MODEL_FILE, settings.threads)
+    model_dir = fresh_model_dir(workdir)
+    freeze(workdir, model_dir / MODEL_FILE, threads)
     shutil.copy2(workdir / "input.json", model_dir / "input.json")
-    branch = info.branch_params(settings.head)
+    branch = info.branch_params(head)
     meta = {
         "backend": "deepmd",
         "kind": "finetuned",
@@ -253,7 +238,7 @@ def finetune(
         "descriptor": branch["descriptor"].get("type"),
         "base": {"checkpoint": str(info.path), "sha256": base_sha,
                  "multitask": info.multitask, "heads": info.heads,
-                 "type_map": info.type_maps, "head": settings.head},
+                 "type_map": info.type_maps, "head": head},
         "deepmd_version": _deepmd_version(),
     }
     write_model_meta(model_dir, workdir, meta, settings, train, valid, run)

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pfd.threads import thread_env as _base_thread_env
+
 LCURVE_FILE = "lcurve.out"
 STATE_FILE = "pfd_train.json"
 CHECKPOINT_POINTER = "checkpoint"
@@ -45,16 +47,11 @@ Progress = Callable[[dict[str, Any]], None]
 
 
 def thread_env(threads: int) -> dict[str, str]:
-    """Thread pins for a dp subprocess.
-
-    More threads than free cores is badly counter-productive for small models
-    (measured 12x slower with 2 threads on 2 busy cores), so pin everything.
-    """
+    """Thread pins for a dp subprocess: :func:`pfd.threads.thread_env` (why: see there)
+    plus deepmd's own intra/inter-op thread variables."""
     n = str(max(1, int(threads)))
     return {
-        "OMP_NUM_THREADS": n,
-        "MKL_NUM_THREADS": n,
-        "OPENBLAS_NUM_THREADS": n,
+        **_base_thread_env(threads),
         "DP_INTRA_OP_PARALLELISM_THREADS": n,
         "DP_INTER_OP_PARALLELISM_THREADS": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",

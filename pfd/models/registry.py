@@ -14,7 +14,9 @@ from pathlib import Path
 
 from ase.calculators.calculator import Calculator
 
-MODEL_JSON = "pfd_model.json"
+from pfd.models.meta import MODEL_JSON
+
+__all__ = ["MODEL_JSON", "load_calculator", "model_info"]
 
 
 def model_info(model_dir: Path) -> dict[str, object]:

@@ -26,10 +26,8 @@ import contextlib
 import json
 import logging
 import math
-import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,46 +36,20 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from pfd import frames as fr
+from pfd.config import FinetuneSpec
+from pfd.models.meta import MODEL_JSON
+from pfd.threads import pin_threads
 
 log = logging.getLogger(__name__)
 
-MODEL_JSON = "pfd_model.json"
 CHECKPOINT = "checkpoint_best.pth"
 BACKEND = "sevennet"
 # sevenn's fine_tune preset decays the learning rate by this factor every epoch.
 _LR_GAMMA = 0.99
 
 
-@dataclass
-class FinetuneSettings:
-    foundation: str = "7net-0"  # sevenn pretrained name, or a path to a sevenn checkpoint
-    epochs: int = 20
-    batch_size: int = 4
-    learning_rate: float = 1e-3
-    energy_weight: float = 1.0  # per-atom energy, eV/atom
-    force_weight: float = 1.0  # eV/Å
-    stress_weight: float = 0.01  # kbar, as in sevenn's fine_tune preset
-    huber_delta: float = 0.01
-    patience_epochs: int = 5  # epochs without validation improvement before stopping
-    # Same architecture, fresh random weights (the from-scratch baseline of learning
-    # curves); only the foundation's non-trainable statistics (energy shift/scale,
-    # neighbour-count denominators) are kept.
-    random_init: bool = False
-    seed: int = 1
-    threads: int = 1
-
-
 # ---------------------------------------------------------------------------------------
 # loading models
-
-
-def _pin_threads(threads: int) -> None:
-    """Keep torch to its share of the machine; workers run several of these side by side."""
-    import torch
-
-    threads = max(1, int(threads))
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
@@ -88,14 +60,25 @@ def _quiet_sevenn() -> Iterator[None]:
         yield
 
 
-def _checkpoint_path(name_or_path: str) -> str:
-    """Resolve a pretrained name to the checkpoint on disk, refusing any download.
+def checkpoint_path(name_or_path: str) -> str:
+    """Resolve a checkpoint file or pretrained name to the checkpoint on disk, refusing
+    any download.
 
     sevenn fetches some pretrained weights from the internet when they are missing; a
     workflow step must never do that, so the download hook is replaced by an error.
+    An argument that looks like a file path (contains ``/`` or ends in ``.pth``/``.pt``)
+    but names no file raises :class:`FileNotFoundError` here, rather than sevenn's
+    "not a valid pretrained model name".
     """
-    if Path(name_or_path).is_file():
-        return str(Path(name_or_path).resolve())
+    path = Path(name_or_path)
+    if path.is_file():
+        return str(path.resolve())
+    if "/" in str(name_or_path) or path.suffix in (".pth", ".pt"):
+        raise FileNotFoundError(
+            f"sevennet checkpoint file not found: looked for {path.resolve()} ({name_or_path!r}"
+            " is a file path, not a pretrained model name); check the path (finetune."
+            "foundation in the config, or the model directory's checkpoint) or give a "
+            "pretrained name such as '7net-0'")
     from unittest import mock
 
     import sevenn.util
@@ -107,15 +90,47 @@ def _checkpoint_path(name_or_path: str) -> str:
         )
 
     with mock.patch.object(sevenn.util, "download_checkpoint", _refuse):
-        return sevenn.util.pretrained_name_to_path(name_or_path)
+        try:
+            return sevenn.util.pretrained_name_to_path(name_or_path)
+        except ValueError:
+            raise ValueError(
+                f"{name_or_path!r} is not a SevenNet pretrained model name nor a checkpoint "
+                f"file; names sevenn {sevenn.__version__} knows: "
+                f"{', '.join(PRETRAINED_NAMES)} (installed offline: {', '.join(installed())}); "
+                "or give the path of a .pth checkpoint") from None
+
+
+#: the pretrained names sevenn resolves (``sevenn.util.pretrained_name_to_path``)
+PRETRAINED_NAMES = ("7net-0", "7net-0_22May2024", "7net-l3i5", "7net-mf-0", "7net-mf-ompa",
+                    "7net-omat", "7net-omni", "7net-omni-i8", "7net-omni-i12")
+
+
+def installed() -> list[str]:
+    """The pretrained names whose weights are on this machine (no download needed)."""
+    import sevenn.util
+
+    def _refuse(path: str, url: str) -> str:
+        raise FileNotFoundError(path)
+
+    from unittest import mock
+
+    out = []
+    with mock.patch.object(sevenn.util, "download_checkpoint", _refuse):
+        for name in PRETRAINED_NAMES:
+            try:
+                sevenn.util.pretrained_name_to_path(name)
+            except (FileNotFoundError, ValueError):
+                continue
+            out.append(name)
+    return out
 
 
 def _raw_calculator(checkpoint: str, threads: int) -> Calculator:
-    _pin_threads(threads)
+    pin_threads(threads, torch=True)
     from sevenn.calculator import SevenNetCalculator
 
     with _quiet_sevenn():
-        return SevenNetCalculator(model=_checkpoint_path(checkpoint))
+        return SevenNetCalculator(model=checkpoint_path(checkpoint))
 
 
 def foundation_calculator(name: str = "7net-0", threads: int = 1) -> Calculator:
@@ -191,7 +206,7 @@ def save_foundation(model_dir: Path, name: str = "7net-0",
     ``energy_shift`` (from ``fit_energy_shift``) lets even the untouched foundation speak
     the DFT labeller's energy reference.
     """
-    _checkpoint_path(name)  # fail now, not in a worker, when the weights are missing
+    checkpoint_path(name)  # fail now, not in a worker, when the weights are missing
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     shift = {k: float(v) for k, v in (energy_shift or {}).items()}
@@ -272,7 +287,7 @@ def _shifted(frames: Sequence[Atoms], shift: dict[str, float], with_stress: bool
 # fine-tuning
 
 
-def _starting_point(base_model_dir: Path | None, settings: FinetuneSettings) -> tuple[str, str]:
+def _starting_point(base_model_dir: Path | None, settings: FinetuneSpec) -> tuple[str, str]:
     """(checkpoint to start from, foundation name recorded in the new model)."""
     if base_model_dir is None:
         return settings.foundation, settings.foundation
@@ -302,7 +317,7 @@ def _graph_dataset(frames: Sequence[Atoms], root: Path, name: str, cutoff: float
                                 processed_name=f"{name}.pt", force_reload=True, log=False)
 
 
-def _loss_functions(settings: FinetuneSettings, use_stress: bool) -> list[tuple[Any, float]]:
+def _loss_functions(settings: FinetuneSpec, use_stress: bool) -> list[tuple[Any, float]]:
     import torch
     from sevenn.train.loss import ForceLoss, PerAtomEnergyLoss, StressLoss
 
@@ -364,14 +379,14 @@ def _reinitialised(model: Any, config: dict[str, Any]) -> Any:
 
 
 def _fingerprint(train: Sequence[Atoms], valid: Sequence[Atoms], start: str,
-                 settings: FinetuneSettings) -> str:
+                 settings: FinetuneSpec) -> str:
     """What a resumable state belongs to: the frames, the starting weights, the settings."""
     import hashlib
 
     import sevenn
 
     h = hashlib.sha256()
-    h.update(json.dumps({"start": start, "settings": asdict(settings),
+    h.update(json.dumps({"start": start, "settings": settings.backend_dump(),
                          "sevenn": sevenn.__version__}, sort_keys=True).encode())
     for part in (train, valid):
         h.update(str(len(part)).encode())
@@ -413,9 +428,13 @@ def _load_resume(path: Path, fingerprint: str) -> dict[str, Any] | None:
 
 
 def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
-             settings: FinetuneSettings, base_model_dir: Path | None = None,
-             progress: Callable[[dict[str, Any]], None] | None = None) -> Path:
+             settings: FinetuneSpec, base_model_dir: Path | None = None,
+             progress: Callable[[dict[str, Any]], None] | None = None,
+             threads: int = 1) -> Path:
     """Fine-tune from the foundation (or a previous pfd sevennet model) and return model dir.
+
+    ``settings`` is the run's ``finetune`` block (the fields of backend ``sevennet``);
+    ``threads`` is this process's share of the machine, not a setting of the model.
 
     The starting weights count as epoch 0 of early stopping, so the returned model is
     never worse on the validation loss than the model it started from. With no
@@ -439,7 +458,7 @@ def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
     workdir = Path(workdir)
     model_dir = workdir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
-    _pin_threads(settings.threads)
+    pin_threads(threads, torch=True)
     torch.manual_seed(settings.seed)
 
     start, foundation = _starting_point(base_model_dir, settings)
@@ -448,11 +467,11 @@ def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
     fingerprint = _fingerprint(train, valid, start, settings)
     state = _load_resume(resume_path, fingerprint) if best_path.is_file() else None
     shift = (state["shift"] if state is not None
-             else fit_energy_shift(train, _raw_calculator(start, settings.threads)))
+             else fit_energy_shift(train, _raw_calculator(start, threads)))
     use_stress = all(fr.stress(a) is not None for a in train)
 
     with _quiet_sevenn():
-        cp = load_checkpoint(_checkpoint_path(start))
+        cp = load_checkpoint(checkpoint_path(start))
         model = cp.build_model()
     if settings.random_init:
         model = _reinitialised(model, cp.config)
@@ -561,6 +580,6 @@ def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
         "best_epoch": best_epoch,
         "resumed_after_epoch": resumed_from,
         "history": history,
-        "settings": asdict(settings),
+        "settings": settings.backend_dump(),
     })
     return model_dir

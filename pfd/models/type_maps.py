@@ -63,9 +63,9 @@ def foundation_type_map(backend: str, foundation: str) -> list[str] | None:
                 return list(entry["species"])  # type: ignore[arg-type]
         except OSError:
             pass
-    from pfd.models.sevennet import _checkpoint_path
+    from pfd.models.sevennet import checkpoint_path
 
-    path = Path(_checkpoint_path(foundation))
+    path = Path(checkpoint_path(foundation))
     species = _sevennet_species(path)
     cache = _read_cache()
     cache[f"sevennet:{foundation}"] = {"path": str(path), "stat": _stat_key(path),

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms, units
@@ -24,13 +23,14 @@ from ase.neighborlist import neighbor_list
 
 from pfd.explore.integrators import make_integrator
 from pfd.validate._plot import png, pyplot
+from pfd.validate.record import Record
 
 KB_EV_K = units.kB
 A2_PS_TO_CM2_S = 1e-4  # 1 Å²/ps = 1e-16 cm² / 1e-12 s
 
 
 @dataclass(frozen=True)
-class TemperatureRun:
+class TemperatureRun(Record):
     temperature_K: float
     mean_temperature_K: float
     n_atoms: int
@@ -41,12 +41,9 @@ class TemperatureRun:
     rdf_r_A: list[float]
     rdf: dict[str, list[float]]  # "A-B" -> g(r)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class ArrheniusFit:
+class ArrheniusFit(Record):
     ea_eV: float
     ea_err_eV: float
     d0_cm2_s: float
@@ -56,19 +53,13 @@ class ArrheniusFit:
     d_err_cm2_s: list[float] | None = None
     note: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class DiffusionResult:
+class DiffusionResult(Record):
     structure: str
     runs: list[TemperatureRun]
     arrhenius: dict[str, ArrheniusFit | None] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)  # species -> why no fit
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --------------------------------------------------------------------------- analysis

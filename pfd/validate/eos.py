@@ -8,7 +8,7 @@ free internal coordinates would need a relaxation per volume, which this does no
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from ase.calculators.calculator import Calculator
 from ase.units import GPa
 
 from pfd.validate._plot import colour, png, pyplot
+from pfd.validate.record import Record
 
 
 @dataclass(frozen=True)
@@ -30,16 +31,13 @@ class EOSFit:
 
 
 @dataclass(frozen=True)
-class EOSResult:
+class EOSResult(Record):
     structure: str
     n_atoms: int
     volumes_A3_atom: list[float]
     energies_eV_atom: list[float]
     fit: EOSFit | None
     error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EOSResult:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,10 +14,11 @@ from ase.units import GPa
 from pfd import frames as fr
 from pfd.metrics import predict
 from pfd.validate._plot import colour, png, pyplot
+from pfd.validate.record import Record
 
 
 @dataclass(frozen=True)
-class ParityResult:
+class ParityResult(Record):
     dataset: str
     n_frames: int
     energy_rmse_meV_atom: float
@@ -29,9 +30,6 @@ class ParityResult:
     f_pred_eV_A: list[float]
     s_ref_GPa: list[float]
     s_pred_GPa: list[float]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def summary(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("dataset", "n_frames", "energy_rmse_meV_atom",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,12 +20,13 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from pfd.validate._plot import colour, png, pyplot
+from pfd.validate.record import Record
 
 LabelFn = Callable[[list[Atoms]], list[np.ndarray]]  # displaced cells -> forces
 
 
 @dataclass(frozen=True)
-class PhononResult:
+class PhononResult(Record):
     structure: str
     a_A: float
     supercell: list[int]
@@ -42,12 +43,9 @@ class PhononResult:
     special_THz: dict[str, list[float]]  # frequencies at commensurate special points
     gamma_optical_THz: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class PointPhonons:
+class PointPhonons(Record):
     """Frequencies at the special points commensurate with the structure's own cell."""
 
     structure: str
@@ -55,9 +53,6 @@ class PointPhonons:
     n_displacements: int
     special_THz: dict[str, list[float]]
     gamma_optical_THz: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _phonopy(atoms: Atoms, supercell: Sequence[int], displacement_A: float) -> Any:

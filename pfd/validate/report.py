@@ -11,16 +11,18 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pfd.store import ArtifactStore
 from pfd.validate import diffusion as dif
 from pfd.validate import eos, phonons
 from pfd.validate import parity as par
-from pfd.validate.run import DFT, ValidationResults
+from pfd.validate.results import DFT, ValidationResults
 
 MODEL_ORDER = ("teacher", "student", DFT)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,11 @@ def _order(names: Any) -> list[str]:
     names = list(names)
     return [n for n in MODEL_ORDER if n in names] + sorted(n for n in names
                                                            if n not in MODEL_ORDER)
+
+
+def _ordered(by: Mapping[str, T]) -> dict[str, T]:
+    """``by`` (model → result) in the report's model order: every table and plot uses it."""
+    return {m: by[m] for m in _order(by)}
 
 
 def _slug(s: str) -> str:
@@ -143,15 +150,14 @@ def blocks(res: ValidationResults, run_id: str, models: dict[str, str]) -> tuple
         out.append(Block("h2", "Energy–volume curves (Birch–Murnaghan)"))
         body = []
         for st, by in res.eos.items():
-            for m in _order(by):
-                r = by[m]
+            for m, r in _ordered(by).items():
                 f = r.fit
                 body.append((st, m, str(len(r.volumes_A3_atom)),
                              _f(f.a0_A if f else None, 4), _f(f.v0_A3_atom if f else None),
                              _f(f.b0_GPa if f else None, 1), _f(f.b0_prime if f else None, 2),
                              _f(f.rms_residual_meV_atom if f else None, 2), r.error or ""))
-            img(f"eos-{_slug(st)}.png", eos.plot({m: by[m] for m in _order(by)},
-                                                 f"E(V) {st} — {run_id}"), f"E(V) of {st}")
+            img(f"eos-{_slug(st)}.png", eos.plot(_ordered(by), f"E(V) {st} — {run_id}"),
+                f"E(V) of {st}")
         out.insert(len(out) - len(res.eos), Block(
             "table", header=("structure", "model", "points", "a0 (Å)", "V0 (Å³/atom)",
                              "B0 (GPa)", "B0'", "fit rms (meV/atom)", "note"),
@@ -165,8 +171,7 @@ def blocks(res: ValidationResults, run_id: str, models: dict[str, str]) -> tuple
                                      _f(r.formation_unrelaxed_eV), _f(r.formation_eV),
                                      str(r.relax_steps), _f(r.relax_converged),
                                      _f(r.max_force_eV_A))
-                                    for m in _order(res.vacancy)
-                                    for r in [res.vacancy[m]])))
+                                    for m, r in _ordered(res.vacancy).items())))
     if res.phonons or res.phonon_points:
         out.append(Block("h2", "Phonons (phonopy, finite displacements)"))
         rows_p = []
@@ -182,11 +187,10 @@ def blocks(res: ValidationResults, run_id: str, models: dict[str, str]) -> tuple
                                           "min frequency (THz)", "imaginary", "exact points "
                                           "(THz)"), rows=tuple(rows_p)))
         if res.phonons:
-            img("phonons.png", phonons.plot({m: res.phonons[m] for m in _order(res.phonons)},
-                                            res.phonon_points, f"Phonons — {run_id}"),
+            img("phonons.png", phonons.plot(_ordered(res.phonons), res.phonon_points,
+                                            f"Phonons — {run_id}"),
                 "Phonon dispersion and DOS")
-    for m in _order(res.diffusion):
-        d = res.diffusion[m]
+    for m, d in _ordered(res.diffusion).items():
         out.append(Block("h2", f"MD with the {m}: RDF, MSD, diffusion ({d.structure})"))
         rows_d = []
         for r in d.runs:
@@ -205,17 +209,13 @@ def blocks(res: ValidationResults, run_id: str, models: dict[str, str]) -> tuple
         img(f"diffusion-{_slug(m)}.png", dif.plot(d, f"{m} — {run_id}"), f"MD with the {m}")
     if res.parity:
         out.append(Block("h2", "Parity on the labelled datasets"))
-        rows_q = []
-        for ds, by in res.parity.items():
-            for m in _order(by):
-                r = by[m]
-                rows_q.append((ds, m, str(r.n_frames), _f(r.energy_rmse_meV_atom, 2),
-                               _f(r.force_rmse_eV_A, 4), _f(r.stress_rmse_GPa, 3)))
+        rows_q = [(ds, m, str(r.n_frames), _f(r.energy_rmse_meV_atom, 2),
+                   _f(r.force_rmse_eV_A, 4), _f(r.stress_rmse_GPa, 3))
+                  for ds, by in res.parity.items() for m, r in _ordered(by).items()]
         out.append(Block("table", header=("dataset", "model", "frames", "E RMSE (meV/atom)",
                                           "F RMSE (eV/Å)", "S RMSE (GPa)"), rows=tuple(rows_q)))
         for ds, by in res.parity.items():
-            img(f"parity-{_slug(ds)}.png", par.plot({m: by[m] for m in _order(by)}, ds),
-                f"parity on {ds}")
+            img(f"parity-{_slug(ds)}.png", par.plot(_ordered(by), ds), f"parity on {ds}")
     if res.skipped:
         out.append(Block("p", "Skipped (DFT off, labels not in the cache): "
                          + ", ".join(f"`{k}`" for k in res.skipped) + "."))

@@ -20,7 +20,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ase import Atoms
@@ -33,9 +33,10 @@ from pfd.validate import diffusion as dif
 from pfd.validate import eos, phonons, vacancy
 from pfd.validate import parity as par
 from pfd.validate.dft import DFTNotCached, LabellerCalculator
+from pfd.validate.report import write_report
+from pfd.validate.results import DFT, ValidationResults
 
 CalculatorFactory = Callable[[], Calculator]
-DFT = "dft"
 
 
 @dataclass(frozen=True)
@@ -44,23 +45,6 @@ class Model:
 
     factory: CalculatorFactory
     identity: str
-
-
-@dataclass
-class ValidationResults:
-    eos: dict[str, dict[str, eos.EOSResult]] = field(default_factory=dict)  # structure→model
-    vacancy: dict[str, vacancy.VacancyResult] = field(default_factory=dict)
-    phonons: dict[str, phonons.PhononResult] = field(default_factory=dict)
-    phonon_points: dict[str, phonons.PointPhonons] = field(default_factory=dict)
-    diffusion: dict[str, dif.DiffusionResult] = field(default_factory=dict)
-    parity: dict[str, dict[str, par.ParityResult]] = field(default_factory=dict)  # data→model
-    errors: dict[str, str] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)  # DFT off and not in the cache
-    timings_s: dict[str, float] = field(default_factory=dict)
-    dft_computed: int = 0
-    dft_cached: int = 0
-    reused: list[str] = field(default_factory=list)  # results read back from the store
-    compute_s: dict[str, float] = field(default_factory=dict)  # cost when first computed
 
 
 class ResultCache:
@@ -322,8 +306,8 @@ def _model_factory(store_url: str, key: str, cache_root: str) -> CalculatorFacto
     def load() -> Calculator:
         from pathlib import Path
 
+        from pfd.model_cache import fetch_model
         from pfd.models.registry import load_calculator
-        from pfd.steps import fetch_model
 
         return load_calculator(fetch_model(store_url, key, Path(cache_root)), threads=1)
 
@@ -332,38 +316,39 @@ def _model_factory(store_url: str, key: str, cache_root: str) -> CalculatorFacto
 
 def run_models(store: ArtifactStore, run_id: str) -> dict[str, str]:
     """name → store key of the run's teacher and (when trained) student."""
-    from pfd.models.registry import MODEL_JSON
+    from pfd import run_store as rs
+    from pfd.model_cache import model_ready
 
     out: dict[str, str] = {}
-    tkey = f"runs/{run_id}/teacher.json"
-    if store.exists(tkey):
-        out["teacher"] = str(store.get_json(tkey)["model"])
-    skey = f"runs/{run_id}/distill/student"
-    if store.exists(f"{skey}/{MODEL_JSON}"):
-        out["student"] = skey
+    teacher = rs.read_teacher_model(store, run_id)
+    if teacher is not None:
+        out["teacher"] = teacher
+    if model_ready(store, rs.student_key(run_id)):
+        out["student"] = rs.student_key(run_id)
     return out
 
 
 def labelled_datasets(store: ArtifactStore, run_id: str) -> dict[str, str]:
     """Every labelled dataset of a run: the DFT sets and the teacher-labelled test set."""
-    keys = sorted(k for k in store.list(f"runs/{run_id}/") if k.endswith("labelled.extxyz")
-                  and "/validation/" not in k)
-    test = f"runs/{run_id}/distill/synthetic_test.extxyz"
+    from pfd import run_store as rs
+
+    keys = [k for k in rs.all_dft_keys(store, run_id) if "/validation/" not in k]
+    test = rs.run_key(run_id, rs.SYNTHETIC_DATASETS[1])
     if store.exists(test):
         keys.append(test)
-    return {k.removeprefix(f"runs/{run_id}/"): k for k in keys}
+    return {k.removeprefix(rs.run_key(run_id, "")): k for k in keys}
 
 
 def validate_run(ctx: Any, map_fn: Any = None, log: Callable[[str], None] = print,
                  with_dft: bool = True) -> dict[str, Any]:
-    """Validate a finished run (``ctx`` is a :class:`pfd.steps.RunContext`): results under
+    """Validate a finished run (``ctx`` is a :class:`pfd.run_store.RunContext`): results under
     ``runs/<id>/validation/``, report under ``runs/<id>/report/``. Returns the report's
     record (keys, summary table, errors)."""
-    from pfd.steps import _pin_threads, make_labeller
+    from pfd.steps import make_labeller
     from pfd.structures import load_structures
-    from pfd.validate.report import write_report
+    from pfd.threads import pin_threads
 
-    _pin_threads(1)
+    pin_threads(1, torch=True)
     cfg: PFDConfig = ctx.cfg
     spec = cfg.validation
     store = ctx.store

@@ -8,17 +8,18 @@ cell, so the comparison is like for like.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.optimize import BFGS
 
+from pfd.validate.record import Record
+
 
 @dataclass(frozen=True)
-class VacancyResult:
+class VacancyResult(Record):
     structure: str
     n_atoms_bulk: int
     a_A: float  # first cell vector of the bulk cell used (before the supercell)
@@ -31,9 +32,6 @@ class VacancyResult:
     relax_converged: bool
     max_force_eV_A: float
     max_displacement_A: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def make_vacancy(bulk: Atoms, site: int = 0) -> Atoms:

@@ -23,6 +23,7 @@ from helpers import (
     pw_calls,
     run_setup,
 )
+from requires import missing
 
 _START, _END = "<!-- reliability:start -->", "<!-- reliability:end -->"
 
@@ -67,7 +68,7 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory,
                   moto_endpoint: str) -> ReferenceRun:
     """One uninterrupted mini run into S3 (moto), with credentials that must not leak."""
     if shutil.which("pw.x") is None:
-        pytest.skip("pw.x not installed")
+        missing("pw.x not installed")
     tmp = tmp_path_factory.mktemp("reference")
     cfg, starved = run_setup(tmp)
     env = cli_env(tmp, AWS_ACCESS_KEY_ID="pfd-rel-key-id", AWS_SECRET_ACCESS_KEY=SECRET,

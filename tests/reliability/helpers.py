@@ -15,6 +15,7 @@ from procs import kill_tree, wait_for  # noqa: F401 - re-exported to the tests h
 
 from pfd.frames import frame_hash
 from pfd.store import ArtifactStore
+from pfd.threads import thread_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PFD = str(Path(sys.executable).parent / "pfd")
@@ -51,8 +52,7 @@ def ledger_dicts() -> list[dict[str, Any]]:
 def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PFD_TEST_PW_LOG=str(tmp / "pw-calls.log"), **extra)
+               PFD_TEST_PW_LOG=str(tmp / "pw-calls.log"), **thread_env(1), **extra)
     for var in ("PREFECT_API_URL", "PFD_STORE"):
         env.pop(var, None)
     return env
@@ -128,17 +128,9 @@ def starved_frame_prefix(config: Path) -> str:
     whole run here also carries a DFT failure it must survive under the failure limit."""
     from pfd.config import load_config
     from pfd.frames import frame_hash
-    from pfd.perturb import perturb
-    from pfd.structures import load_structures
+    from pfd.steps import initial_frames
 
-    cfg = load_config(config)
-    structures = load_structures(cfg)
-    p = cfg.init.perturb
-    base = [a for name in cfg.init.structures for a in structures[name]]
-    frames = perturb(base, p.n_per_structure, p.atom_displacement_A, p.cell_strain,
-                     p.displacement_style, p.seed, p.include_unperturbed,
-                     atom_fraction=p.atom_fraction, supercell=p.supercell)
-    return frame_hash(frames[2])[:16]
+    return frame_hash(initial_frames(load_config(config))[2])[:16]
 
 
 # every call sleeps 1 s (a window to kill in), and one frame's SCF gets 1 step: a real

@@ -19,6 +19,8 @@ import yaml
 from configs import base
 from helpers import SECRET, Fault, check_command, cli_env, pfd, record
 
+pytestmark = pytest.mark.slow
+
 Raw = dict[str, Any]
 
 
@@ -182,6 +184,18 @@ CASES: dict[str, Case] = {
                                        ("store", "contains credentials"), True),
     "store_url_unknown_scheme": Case(_set("store", "ftp://host/x"),
                                      ("store", "unsupported store URL scheme 'ftp'"), True),
+    "store_url_without_bucket": Case(_set("store", "s3://"), ("store", "names no bucket"), True),
+    "store_url_file_not_absolute": Case(_set("store", "file://relative/dir"),
+                                        ("store", "file:///absolute/path"), True),
+    # --- values no run survives, caught before any work (found by a user, issue 13)
+    "unknown_foundation_model": Case(_set("finetune.foundation", "7net-99"),
+                                     ("finetune.foundation", "7net-99"), True),
+    "foundation_checkpoint_file_missing": Case(
+        _set("finetune.foundation", "models/missing.pth"),
+        ("finetune.foundation", "missing.pth"), True),
+    "md_timestep_unit_slip": Case(_set("stages.0.groups.0.timestep_fs", 1000.0),
+                                  ("stages.0.groups.0.timestep_fs", "1000", "less than or equal"),
+                                  True),
 }
 
 

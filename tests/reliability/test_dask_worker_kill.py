@@ -16,17 +16,20 @@ import psutil
 import pytest
 from ase.build import bulk
 from helpers import Fault, counting_wrapper, pw_calls, record, wait_for
+from requires import needs
 
 from pfd.config import ClusterSpec, QESpec, parse_config
 from pfd.frames import frame_hash
 from pfd.label.cache import label_frames
 from pfd.label.qe import QELabeller
-from pfd.steps import explore, make_context, upload_model
+from pfd.model_cache import upload_model
+from pfd.run_store import make_context
+from pfd.steps import explore
 from pfd.store import LocalStore
 from tasks.cluster import dask_cluster, dask_map
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not installed")]
+              needs(shutil.which("pw.x") is not None, "pw.x not installed")]
 
 
 def _in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:

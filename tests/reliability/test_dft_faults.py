@@ -17,6 +17,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 from helpers import Fault, cli_env, mini_config, pfd, record, write_script
+from requires import needs
 
 from pfd import frames as fr
 from pfd.config import QESpec
@@ -24,7 +25,8 @@ from pfd.label.cache import failure_key, label_frames, label_key
 from pfd.label.qe import QELabeller
 from pfd.store import LocalStore
 
-pytestmark = pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not installed")
+pytestmark = [pytest.mark.slow,
+              needs(shutil.which("pw.x") is not None, "pw.x not installed")]
 
 FAST = {"pseudopotentials": {"Si": "Si.pbe-rrkj.UPF"}, "ecutwfc_Ry": 12.0,
         "kspacing_invA": 0.8, "conv_thr_Ry": 1e-6}

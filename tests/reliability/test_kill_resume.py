@@ -31,12 +31,13 @@ from helpers import (
     run_setup,
     wait_for,
 )
+from requires import needs
 
 from pfd.frames import frame_hash
 from pfd.store import LocalStore
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not installed")]
+              needs(shutil.which("pw.x") is not None, "pw.x not installed")]
 
 RUN = "runs/mini"
 

@@ -14,23 +14,25 @@ from pathlib import Path
 
 import pytest
 from helpers import Fault, cli_env, mini_config, pfd, record
+from requires import missing, needs
 
 from pfd.store import LocalStore, StoreError
 
-pytestmark = pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x not installed")
+pytestmark = [pytest.mark.slow,
+              needs(shutil.which("pw.x") is not None, "pw.x not installed")]
 
 
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs filled to the last byte."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (run as root, or in a container)")
+        missing("mounting a small tmpfs needs root (run as root, or in a container)")
     mnt = tmp_path / "full"
     mnt.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
                           capture_output=True, text=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        missing(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
         yield mnt
     finally:

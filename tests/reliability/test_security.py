@@ -9,10 +9,11 @@ import pytest
 from helpers import SECRET, Fault, ReferenceRun, cli_env, pfd, record
 
 from pfd.config import PFDConfig
-from pfd.steps import RunContext
+from pfd.run_store import RunContext
 from pfd.store import LocalStore, StoreError
 
 
+@pytest.mark.slow
 def test_credentials_never_appear_in_logs_artifacts_or_records(
         reference_run: ReferenceRun) -> None:
     """The reference run used S3 with a known secret key: look for it everywhere."""
@@ -37,6 +38,7 @@ def test_credentials_never_appear_in_logs_artifacts_or_records(
                  f"{len(files)} local files searched)", outcome="secret found nowhere"))
 
 
+@pytest.mark.slow
 def test_a_run_writes_only_under_its_prefix_and_the_label_cache(
         reference_run: ReferenceRun) -> None:
     keys = reference_run.store.list("")
