@@ -228,6 +228,7 @@ def test_p2_lammps_log_timing_is_the_timed_run_and_completeness() -> None:
     assert not p2.is_complete(cases, [64])
 
 
+@pytest.mark.slow
 def test_sevennet_random_init_is_finite_and_not_the_foundation(tmp_path: Path) -> None:
     from ase.build import bulk
 

@@ -42,6 +42,7 @@ def test_everything_else_is_retried(exc: BaseException) -> None:
     assert classify_failure(exc)[0] is True
 
 
+@pytest.mark.slow
 def test_prefect_retries_a_transient_value_error_and_not_bad_input() -> None:
     """Through Prefect itself: the task options every pfd task uses."""
     calls = {"transient": 0, "final": 0}
