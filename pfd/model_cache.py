@@ -15,7 +15,7 @@ same model at once, so the local copy follows three rules:
 
 from __future__ import annotations
 
-import errno
+import fcntl
 import functools
 import os
 import shutil
@@ -74,25 +74,26 @@ def fetch_model(store_url: str, key: str, cache_root: Path) -> Path:
 
 
 def _publish(tmp: Path, local: Path) -> None:
-    """Rename ``tmp`` to ``local`` unless a complete copy is there already."""
-    for _ in range(3):
+    """Rename ``tmp`` to ``local`` unless a complete copy is there already.
+
+    Publishers take a lock first: "is there a complete copy?" and "move an incomplete
+    leftover aside" must be one step, or a publisher could move aside a copy another
+    one completed in between (the stress test caught exactly that). Readers take no
+    lock: they only ever open a complete copy.
+    """
+    lock = local.with_name(f".{local.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         if (local / MODEL_JSON).is_file():
             return  # another process won: keep its copy, ours is discarded
-        if local.exists():  # incomplete leftover: move it aside, atomically
+        if local.exists():  # incomplete leftover (e.g. from an older pfd): move it aside
             aside = local.with_name(f".{local.name}.stale-{uuid.uuid4().hex[:8]}")
-            try:
-                local.rename(aside)
-            except FileNotFoundError:
-                continue  # someone else moved it
+            local.rename(aside)
             shutil.rmtree(aside, ignore_errors=True)
-        try:
-            tmp.rename(local)
-            return
-        except OSError as err:
-            if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-    if not (local / MODEL_JSON).is_file():
-        raise RuntimeError(f"{local}: could not publish a complete model copy")
+        tmp.rename(local)
+    finally:
+        os.close(fd)
 
 
 @functools.lru_cache(maxsize=4)
