@@ -47,7 +47,12 @@ def main() -> None:
                     help="run `make demo` from this many fresh clones in a row")
     ap.add_argument("--repeat-append", action="store_true",
                     help="add to the runs recorded by an earlier --repeat")
+    ap.add_argument("--repeat-report", action="store_true",
+                    help="only rewrite the docs section of the recorded --repeat runs")
     args = ap.parse_args()
+    if args.repeat_report:
+        repeat_markdown(args.out_dir)
+        return
     if args.repeat:
         repeat(args.repeat, args.out_dir, append=args.repeat_append)
         return
@@ -182,8 +187,16 @@ def repeat(n: int, out_dir: Path, append: bool = False) -> None:
             "machine": machine(), "runs_started": len(runs),
             "runs_completed": sum(bool(r["completed"]) for r in runs), "runs": runs}
         write_result(out_dir, "e2e_demo", result)
+        repeat_markdown(out_dir, result)
         shutil.rmtree(clone, ignore_errors=True)
-    rep_ = result["repeat"]
+
+
+def repeat_markdown(out_dir: Path, result: dict[str, object] | None = None) -> None:
+    """The docs/benchmarks.md section of the ``--repeat`` runs (rewritten after each)."""
+    if result is None:
+        result = json.loads((Path(out_dir) / "benchmarks" / "results" / "e2e_demo.json")
+                            .read_text())
+    rep_ = dict(result["repeat"])  # type: ignore[arg-type]
     lines = ["## `make demo` from fresh clones, in a row", "",
              f"Command: `{rep_['command']}` · machine: {rep_['machine']}", "",
              f"**{rep_['runs_completed']} of {rep_['runs_started']} runs completed.**", "",
@@ -192,6 +205,12 @@ def repeat(n: int, out_dir: Path, append: bool = False) -> None:
         phases = ", ".join(f"{k} {v}" for k, v in dict(r["phases_s"]).items())
         lines.append(f"| {r['run']} | {str(r['commit'])[:8]} | {r['exit_code']} | "
                      f"{r['wall_s']} | {phases} |")
+    single = result.get("wall_s")
+    if isinstance(single, dict):
+        lines += ["", f"For comparison: the single run of the section above ({result.get('date')}"
+                  f", same config) took {single.get('run')} s (dft {single.get('dft')}, "
+                  f"finetune {single.get('finetune')}, explore {single.get('explore')}, "
+                  f"distill {single.get('distill')}, validation {single.get('validation')})."]
     update_markdown(Path(out_dir) / "docs" / "benchmarks.md", "e2e_demo_repeat",
                     "\n".join(lines))
 
