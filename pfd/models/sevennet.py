@@ -36,7 +36,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from pfd import frames as fr
-from pfd.config import FinetuneSpec
+from pfd.config import FinetuneSpec, looks_like_path
 from pfd.models.meta import MODEL_JSON
 from pfd.threads import pin_threads
 
@@ -66,14 +66,14 @@ def checkpoint_path(name_or_path: str) -> str:
 
     sevenn fetches some pretrained weights from the internet when they are missing; a
     workflow step must never do that, so the download hook is replaced by an error.
-    An argument that looks like a file path (contains ``/`` or ends in ``.pth``/``.pt``)
-    but names no file raises :class:`FileNotFoundError` here, rather than sevenn's
+    An argument that looks like a file path (:func:`pfd.config.looks_like_path`) but
+    names no file raises :class:`FileNotFoundError` here, rather than sevenn's
     "not a valid pretrained model name".
     """
     path = Path(name_or_path)
     if path.is_file():
         return str(path.resolve())
-    if "/" in str(name_or_path) or path.suffix in (".pth", ".pt"):
+    if looks_like_path(str(name_or_path)):
         raise FileNotFoundError(
             f"sevennet checkpoint file not found: looked for {path.resolve()} ({name_or_path!r}"
             " is a file path, not a pretrained model name); check the path (finetune."
@@ -107,21 +107,13 @@ PRETRAINED_NAMES = ("7net-0", "7net-0_22May2024", "7net-l3i5", "7net-mf-0", "7ne
 
 def installed() -> list[str]:
     """The pretrained names whose weights are on this machine (no download needed)."""
-    import sevenn.util
-
-    def _refuse(path: str, url: str) -> str:
-        raise FileNotFoundError(path)
-
-    from unittest import mock
-
     out = []
-    with mock.patch.object(sevenn.util, "download_checkpoint", _refuse):
-        for name in PRETRAINED_NAMES:
-            try:
-                sevenn.util.pretrained_name_to_path(name)
-            except (FileNotFoundError, ValueError):
-                continue
-            out.append(name)
+    for name in PRETRAINED_NAMES:
+        try:
+            checkpoint_path(name)
+        except FileNotFoundError:
+            continue
+        out.append(name)
     return out
 
 
