@@ -147,7 +147,7 @@ def _run(ctx: RunContext, log: Any) -> dict[str, Any]:
         update_progress_artifact(progress, progress=100.0 * done / n_phases)
 
     notes: list[str] = []
-    with dask_cluster(cfg.cluster):
+    with dask_cluster(cfg.cluster, workdir=ctx.workdir):
         # init: D0 from perturbed structures
         with rs.timed(ctx, "dft"):
             init = t.init_dataset(ctx)

@@ -1,12 +1,13 @@
-"""``pfd`` command line: check, run, validate, report, status, ls.
+"""``pfd`` command line, the library's commands: check, validate, report, status, fetch, ls.
 
-``status`` and ``ls`` read only the store, so they work from any machine that can reach
-it, with no Prefect server.
+None of them needs Prefect: ``status`` and ``ls`` read only the store, so they work from
+any machine that can reach it, with no Prefect server. ``pfd run`` starts the flow, so it
+lives one layer up, in ``flows.cli``, which adds it to this app (the ``pfd`` console
+script is ``flows.cli:app``): the library never imports the workflow layers.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,6 @@ import typer
 from pfd import run_store as rs
 from pfd.config import ConfigError
 from pfd.preflight import check_config_file
-from pfd.run_store import run_key
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="PFD: Pre-train, Fine-tune, Distill machine-learning force fields.")
@@ -39,52 +39,6 @@ def check(config: Path) -> None:
         _fail(str(err))
         return
     typer.echo(f"{config}: OK (run id {cfg.resolved_run_id}, {len(cfg.stages)} stage(s))")
-
-
-@app.command()
-def run(config: Path, store: StoreOpt = None,
-        workdir: Annotated[Path | None, typer.Option(help="Local scratch directory")] = None,
-        ) -> None:
-    """Run (or resume) a PFD job in-process, with Prefect's ephemeral API and a Dask cluster."""
-    from pfd.run_lease import RunBusy
-    from pfd.steps import LabellingStopped
-    from pfd.store import StoreError, check_store_url
-
-    try:
-        cfg = check_config_file(config)
-        if store is not None:
-            check_store_url(store)
-    except (ConfigError, StoreError) as err:
-        _fail(str(err))
-        return
-    try:
-        from pfd.run_lease import check_free
-        from pfd.run_store import make_context
-
-        ctx = make_context(cfg, store, workdir, create=False)
-        check_free(ctx.store, ctx.run_id)
-    except RunBusy as err:
-        _fail(f"pfd run refused: {err}", code=3)
-        return
-    except StoreError as err:
-        _fail(f"pfd run stopped: {err}", code=1)
-        return
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.pfd import pfd_flow
-
-    try:
-        result = pfd_flow(str(config.resolve()), store=store,
-                          workdir=str(workdir) if workdir else None)
-    except RunBusy as err:
-        _fail(f"pfd run refused: {err}", code=3)
-        return
-    except (LabellingStopped, StoreError, ConfigError) as err:
-        # expected stops: one message saying why and what to do, not a traceback
-        _fail(f"pfd run stopped: {err}", code=1)
-        return
-    typer.echo(result["report"])
-    typer.echo(f"\nrun {result['run_id']} completed; results in {result['store']}"
-               f"/{run_key(result['run_id'])}")
 
 
 def _store(store: str | None):  # noqa: ANN202

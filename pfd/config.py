@@ -717,13 +717,16 @@ class JobQueueSpec(Strict):
 class ClusterSpec(Strict):
     """Where fan-out work runs: a LocalCluster (default), a scheduler address, or jobqueue.
 
-    n_workers / threads_per_worker size the LocalCluster only.
+    n_workers / threads_per_worker size the LocalCluster only. ``dft_jobqueue`` sends the
+    DFT labels to batch jobs of their own (many cores, MPI ranks), while MD, teacher labels
+    and validation stay on the first cluster (e.g. GPU jobs): docs/hpc.md.
     """
 
     n_workers: PositiveInt = 2
     threads_per_worker: PositiveInt = 1
     address: str | None = None
     jobqueue: JobQueueSpec | None = None
+    dft_jobqueue: JobQueueSpec | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> ClusterSpec:
@@ -784,6 +787,25 @@ class PFDConfig(Strict):
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stages: names must be unique, got {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _dft_fits_its_worker(self) -> PFDConfig:
+        """One DFT frame (ranks × threads) must fit the cores of the batch-job worker it
+        runs in, or its ranks fight over too few cores (or mpirun refuses to start)."""
+        where = "dft_jobqueue" if self.cluster.dft_jobqueue is not None else "jobqueue"
+        jq = getattr(self.cluster, where)
+        if jq is None:
+            return self
+        eng = self.labeller.engine
+        run = getattr(self.labeller, eng)
+        per_worker = jq.cores // (jq.processes or jq.cores)
+        if run.mpi_ranks * run.threads > per_worker:
+            raise ValueError(
+                f"labeller.{eng}: mpi_ranks ({run.mpi_ranks}) × threads ({run.threads}) "
+                f"needs more cores than one DFT worker has (cluster.{where}: cores "
+                f"{jq.cores} / processes {jq.processes or jq.cores} = {per_worker}); "
+                "raise cores or lower processes")
         return self
 
     def identity(self) -> dict[str, Any]:

@@ -33,7 +33,18 @@ def preflight(cfg: PFDConfig) -> PFDConfig:
     except LabellerConfigError as err:
         raise ConfigError(f"labeller.{err.field}: {err}") from None
     _check_foundation(cfg, elements)
+    _check_jobqueues(cfg)
     return cfg.model_copy(update={"run_id": cfg.resolved_run_id})
+
+
+def _check_jobqueues(cfg: PFDConfig) -> None:
+    """The batch system is here and accepts the worker jobs the config asks for."""
+    from pfd.jobqueue import check_submittable
+
+    for name in ("jobqueue", "dft_jobqueue"):
+        spec = getattr(cfg.cluster, name)
+        if spec is not None:
+            check_submittable(spec, where=f"cluster.{name}")
 
 
 def check_config_file(path: str | Path) -> PFDConfig:

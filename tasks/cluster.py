@@ -11,68 +11,57 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
-from pfd.config import ClusterSpec, JobQueueSpec
-from pfd.models.deepmd_run import thread_env as dp_thread_env
+from pfd.config import ClusterSpec
+from pfd.jobqueue import WORKER_ENV, start_jobqueue_cluster
 
-_client: Any = None
-
-# One thread per worker process (why: pfd.threads); deepmd's own variables included.
-_WORKER_ENV = {k: v for k, v in dp_thread_env(1).items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+#: the active clients: "default" runs everything, "dft" (if configured) the DFT labels
+_clients: dict[str, Any] = {}
 
 
-def build_jobqueue_cluster(spec: JobQueueSpec) -> Any:
-    """A SLURMCluster/PBSCluster for ``spec``, with no job submitted yet.
-
-    Its scheduler runs in this process; jobs start only on ``scale``. Returned unscaled
-    so ``cluster.job_script()`` can be inspected (and tested) without a batch system.
-    BLAS/OpenMP are pinned to one thread in every job, as on the LocalCluster.
-    """
-    import sys
-
-    from dask_jobqueue import PBSCluster, SLURMCluster
-
-    cls = {"slurm": SLURMCluster, "pbs": PBSCluster}[spec.kind]
-    prologue = [f"export {k}={v}" for k, v in _WORKER_ENV.items()]
-    return cls(
-        cores=spec.cores, memory=spec.memory, processes=spec.processes or spec.cores,
-        walltime=spec.walltime, queue=spec.queue, account=spec.account,
-        job_extra_directives=list(spec.job_extra_directives),
-        job_script_prologue=prologue + list(spec.job_script_prologue),
-        interface=spec.interface, local_directory=spec.local_directory,
-        log_directory=spec.log_directory, python=spec.python or sys.executable,
-        job_name="pfd-worker", scheduler_options={"dashboard_address": ":0"},
-        silence_logs=logging.WARNING)
-
-
-@contextmanager
-def dask_cluster(spec: ClusterSpec) -> Iterator[Any]:
-    global _client
+def _client_for(spec: ClusterSpec, jobqueue_logs: Path | None, stack: ExitStack) -> Any:
     from dask.distributed import Client, LocalCluster
 
     if spec.address:
-        client = Client(spec.address)
-        cluster = None
-    elif spec.jobqueue is not None:
-        cluster = build_jobqueue_cluster(spec.jobqueue)
-        cluster.scale(jobs=spec.jobqueue.n_jobs)
-        client = Client(cluster)
+        return stack.enter_context(Client(spec.address))
+    if spec.jobqueue is not None:
+        cluster = stack.enter_context(start_jobqueue_cluster(spec.jobqueue, jobqueue_logs))
     else:
-        cluster = LocalCluster(n_workers=spec.n_workers, threads_per_worker=spec.threads_per_worker,
-                               processes=True, dashboard_address=None,
-                               silence_logs=logging.WARNING, env=_WORKER_ENV)
-        client = Client(cluster)
-    previous, _client = _client, client
-    try:
-        yield client
-    finally:
-        _client = previous
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        cluster = stack.enter_context(LocalCluster(
+            n_workers=spec.n_workers, threads_per_worker=spec.threads_per_worker,
+            processes=True, dashboard_address=None, silence_logs=logging.WARNING,
+            env=WORKER_ENV))
+    return stack.enter_context(Client(cluster))
+
+
+@contextmanager
+def dask_cluster(spec: ClusterSpec, workdir: Path | None = None) -> Iterator[Any]:
+    """The run's Dask cluster(s) for the block; yields the default client.
+
+    With ``cluster.dft_jobqueue`` the DFT labels go to a second cluster of batch jobs
+    sized for the DFT engine (many cores, MPI ranks), and everything else stays on the
+    first. Batch-job logs go under ``workdir/jobqueue-logs`` unless the spec says where.
+    """
+    global _clients
+    logs = workdir / "jobqueue-logs" if workdir is not None else None
+    previous = _clients
+    with ExitStack() as stack:
+        clients = {"default": _client_for(spec, logs, stack)}
+        if spec.dft_jobqueue is not None:
+            from dask.distributed import Client
+
+            dft = stack.enter_context(start_jobqueue_cluster(
+                spec.dft_jobqueue, logs / "dft" if logs is not None else None))
+            clients["dft"] = stack.enter_context(Client(dft))
+        _clients = clients
+        try:
+            yield clients["default"]
+        finally:
+            _clients = previous
 
 
 Progress = Callable[[int, int], None]
@@ -91,8 +80,17 @@ def reporting_progress(report: Progress) -> Iterator[None]:
 
 def dask_map(fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:
     """``map`` over the active Dask cluster (serial when none is active), order preserved."""
+    return _map(_clients.get("default"), fn, *iterables)
+
+
+def dft_map(fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:
+    """:func:`dask_map` for DFT labels: on the DFT cluster when the run has one."""
+    return _map(_clients.get("dft", _clients.get("default")), fn, *iterables)
+
+
+def _map(client: Any, fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:
     report = _progress.get()
-    if _client is None:
+    if client is None:
         args = list(zip(*iterables, strict=True))
         out = []
         for i, a in enumerate(args):
@@ -100,11 +98,11 @@ def dask_map(fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:
             if report:
                 report(i + 1, len(args))
         return out
-    futures = _client.map(fn, *iterables, pure=False)
+    futures = client.map(fn, *iterables, pure=False)
     if report is None:
-        return list(_client.gather(futures))
+        return list(client.gather(futures))
     from dask.distributed import as_completed
 
     for done, _ in enumerate(as_completed(futures), start=1):
         report(done, len(futures))
-    return list(_client.gather(futures))
+    return list(client.gather(futures))

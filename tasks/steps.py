@@ -29,7 +29,7 @@ from pfd.run_lease import RunBusy
 from pfd.run_store import RunContext
 from pfd.steps import LabellingStopped
 from pfd.store import IntegrityError
-from tasks.cluster import dask_map, reporting_progress
+from tasks.cluster import dask_map, dft_map, reporting_progress
 
 # Failures a retry cannot fix, by cause. Everything else raised while fetching, loading
 # or running on a worker (a model copy another worker was publishing, a store or network
@@ -105,7 +105,7 @@ def _phase_progress(ctx: RunContext, phase: str, what: str) -> Iterator[None]:
 @task(name="init-dataset", **TASK_OPTIONS)
 def init_dataset(ctx: RunContext) -> dict[str, Any]:
     with _phase_progress(ctx, "label-progress", "initial DFT frames"):
-        return steps.init_dataset(ctx, dask_map)
+        return steps.init_dataset(ctx, dft_map)
 
 
 @contextmanager
@@ -156,7 +156,7 @@ def filter_select(ctx: RunContext, explored_keys: list[str], reference_keys: lis
 @task(name="label", **TASK_OPTIONS)
 def label(ctx: RunContext, frames_key: str, out_prefix: str) -> dict[str, Any]:
     with _phase_progress(ctx, "label-progress", f"DFT frames of {out_prefix}"):
-        return steps.label_set(ctx, frames_key, out_prefix, dask_map)
+        return steps.label_set(ctx, frames_key, out_prefix, dft_map)
 
 
 @task(name="test-model", **TASK_OPTIONS)

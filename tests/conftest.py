@@ -1,10 +1,11 @@
-"""Fixtures shared by test files: an S3 server and credentials that cannot be real."""
+"""Fixtures shared by test files: S3 servers, a SLURM cluster, credentials that cannot be real."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from s3server import SECRET, SWIFT_SCRIPT, SYSTEM_PYTHON, SwiftServer, free_port, swift_available
@@ -71,3 +72,27 @@ def swift_env(swift_server: SwiftServer, monkeypatch: pytest.MonkeyPatch) -> Swi
     for key, value in swift_server.env.items():
         monkeypatch.setenv(key, value)
     return swift_server
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real one-node SLURM cluster (tests/slurm.py); ``SLURM_CONF`` points at it for the
+    whole session, so sbatch, dask-jobqueue and ``pfd check`` submit there."""
+    import slurm
+    from requires import missing
+
+    why = slurm.unavailable()
+    if why:
+        missing(why)
+    root = tmp_path_factory.mktemp("slurm")
+    cluster = slurm.start(root)
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = cluster.conf
+    try:
+        yield cluster
+    finally:
+        slurm.stop(root)
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from pfd.config import JobQueueSpec
-from tasks.cluster import build_jobqueue_cluster
+from pfd.jobqueue import build_jobqueue_cluster
 
 
 @pytest.fixture

@@ -65,10 +65,20 @@ MPI_ENV = {"OMPI_MCA_ess_singleton_isolated": "1", "OMPI_ALLOW_RUN_AS_ROOT": "1"
 Diagnose = Callable[[Path], tuple[str, bool]]
 
 
+# Inside a SLURM job (a Dask worker of cluster.jobqueue) Open MPI's mpirun takes its slots
+# from the job's task count, which dask-jobqueue sets to 1, and refuses "-np 2". A worker job
+# is one node, so its ranks are local: mpirun starts them itself on the job's cores.
+SLURM_JOB_MPI_ENV = {"OMPI_MCA_ras": "^slurm", "OMPI_MCA_plm": "^slurm"}
+
+
 def engine_env(threads: int) -> dict[str, str]:
     """Environment overrides for one engine process: pinned threads (OpenMP oversubscription
-    made CP2K 5x slower on 2 busy cores) and the MPI singleton fix."""
-    return {**thread_env(threads), **MPI_ENV}
+    made CP2K 5x slower on 2 busy cores), the MPI singleton fix, and local ranks inside a
+    SLURM job."""
+    env = {**thread_env(threads), **MPI_ENV}
+    if "SLURM_JOB_ID" in os.environ:
+        env.update(SLURM_JOB_MPI_ENV)
+    return env
 
 
 def build_command(command: str, mpi_ranks: int, mpirun: str) -> list[str]:
