@@ -668,12 +668,13 @@ _WALLTIME = {"slurm": re.compile(r"^(\d+-)?\d+:\d{2}:\d{2}$"),
 
 
 class JobQueueSpec(Strict):
-    """A dask-jobqueue cluster: each batch job runs ``processes`` workers of
-    cores / processes threads each.
+    """A dask-jobqueue cluster: each batch job books ``cores`` CPUs and ``memory`` and runs
+    ``processes`` workers; each worker runs one task at a time on cores / processes CPUs
+    (a DFT frame's ``mpi_ranks × threads`` must fit them).
 
-    ``processes`` defaults to ``cores`` (single-threaded workers) because oversubscribed
+    ``processes`` defaults to ``cores`` (one core per worker) because oversubscribed
     BLAS/torch threads made DeePMD 12× and CP2K 5× slower here (DESIGN.md); parallelism
-    comes from more worker processes.
+    comes from more worker processes, or, for DFT, from ranks inside one worker's cores.
     """
 
     kind: Literal["slurm", "pbs"]

@@ -47,24 +47,40 @@ def worker_lifetime_s(walltime: str) -> float:
     return max(wall - min(RETIRE_BEFORE_S, wall / 5), 1.0)
 
 
-def build_jobqueue_cluster(spec: JobQueueSpec, log_dir: Path | None = None) -> Any:
-    """A SLURMCluster/PBSCluster for ``spec``, with no job submitted yet.
+def log_directory(spec: JobQueueSpec, log_dir: Path | None) -> str | None:
+    """Where the jobs' stdout/stderr go: the spec's ``log_directory``, else ``log_dir``."""
+    return spec.log_directory or (str(log_dir) if log_dir is not None else None)
+
+
+def build_jobqueue_cluster(spec: JobQueueSpec, log_dir: Path | None = None,
+                           job_name: str = "pfd-worker") -> Any:
+    """A SLURMCluster/PBSCluster for ``spec``, with no job submitted yet: each job books
+    ``cores`` CPUs and ``memory`` and runs ``processes`` single-task workers.
 
     Its scheduler runs in this process; jobs start only on ``scale``/``adapt``. Returned
     unscaled so ``cluster.job_script()`` can be inspected (and tested) without a batch
     system. Job logs go to ``spec.log_directory``, else ``log_dir`` (the run's workdir), so
-    no ``slurm-<id>.out`` lands wherever ``pfd run`` was started.
+    no ``slurm-<id>.out`` lands wherever ``pfd run`` was started; dask-jobqueue creates
+    that directory when the cluster is built.
     """
+    from dask.utils import parse_bytes
     from dask_jobqueue import PBSCluster, SLURMCluster
 
-    cls = {"slurm": SLURMCluster, "pbs": PBSCluster}[spec.kind]
     prologue = [f"export {k}={v}" for k, v in WORKER_ENV.items()]
-    logs = spec.log_directory or (str(log_dir) if log_dir is not None else None)
-    if logs is not None:
-        Path(logs).mkdir(parents=True, exist_ok=True)
+    logs = log_directory(spec, log_dir)
     lifetime = worker_lifetime_s(spec.walltime)
+    processes = spec.processes or spec.cores
+    # Each worker runs one task at a time (one Dask thread): the task (a DFT engine's ranks
+    # × threads, a pinned torch MD) owns the worker's cores/processes CPUs. The job books all
+    # ``cores`` from the batch system; Dask is told only one thread per process.
+    if spec.kind == "slurm":
+        cls, booking = SLURMCluster, {"job_cpu": spec.cores}
+    else:
+        mem = parse_bytes(spec.memory)
+        cls, booking = PBSCluster, {
+            "resource_spec": f"select=1:ncpus={spec.cores}:mem={-(-mem // 2**20)}MB"}
     return cls(
-        cores=spec.cores, memory=spec.memory, processes=spec.processes or spec.cores,
+        cores=processes, memory=spec.memory, processes=processes, **booking,
         walltime=spec.walltime, queue=spec.queue, account=spec.account,
         job_extra_directives=list(spec.job_extra_directives),
         job_script_prologue=prologue + list(spec.job_script_prologue),
@@ -72,15 +88,16 @@ def build_jobqueue_cluster(spec: JobQueueSpec, log_dir: Path | None = None) -> A
         log_directory=logs, python=spec.python or sys.executable,
         worker_extra_args=["--lifetime", f"{lifetime:.0f}s", "--lifetime-stagger",
                            f"{min(60.0, lifetime / 10):.0f}s"],
-        job_name="pfd-worker", scheduler_options={"dashboard_address": ":0"},
+        job_name=job_name, scheduler_options={"dashboard_address": ":0"},
         silence_logs=logging.WARNING)
 
 
-def start_jobqueue_cluster(spec: JobQueueSpec, log_dir: Path | None = None) -> Any:
+def start_jobqueue_cluster(spec: JobQueueSpec, log_dir: Path | None = None,
+                           job_name: str = "pfd-worker") -> Any:
     """The cluster with ``spec.n_jobs`` jobs kept alive: a job that ends (cancelled, failed,
     out of walltime, retired) is replaced. A plain ``scale`` never resubmits, so the
     cluster is adaptive between ``n_jobs`` and ``n_jobs``."""
-    cluster = build_jobqueue_cluster(spec, log_dir)
+    cluster = build_jobqueue_cluster(spec, log_dir, job_name)
     cluster.adapt(minimum_jobs=spec.n_jobs, maximum_jobs=spec.n_jobs)
     return cluster
 

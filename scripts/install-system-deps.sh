@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages pfd needs (Debian): Quantum ESPRESSO's pw.x and its pseudopotentials,
 # CP2K (cp2k.psmp) and its basis-set/pseudopotential data; for the tests also OpenStack
-# Swift (a real S3 server, scripts/swift_s3.py) and headless Chromium (UI screenshot).
+# Swift (a real S3 server, scripts/swift_s3.py), headless Chromium (UI screenshot) and
+# SLURM with munge (a real one-node batch system, scripts/slurm_local.py).
 # Installs them when missing and running as root; otherwise says exactly what to run.
 set -euo pipefail
 need=()
@@ -13,6 +14,10 @@ if [ "${PFD_WITH_TEST_DEPS:-1}" = 1 ]; then
   command -v swift-ring-builder >/dev/null 2>&1 \
     || need+=(swift-proxy swift-account swift-container swift-object)
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v slurmctld >/dev/null 2>&1 || need+=(slurmctld)
+  command -v slurmd >/dev/null 2>&1 || need+=(slurmd)
+  command -v sbatch >/dev/null 2>&1 || need+=(slurm-client)
+  command -v munged >/dev/null 2>&1 || need+=(munge)
 fi
 if [ ${#need[@]} -eq 0 ]; then
   echo "system deps: all present"

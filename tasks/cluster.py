@@ -55,7 +55,7 @@ def dask_cluster(spec: ClusterSpec, workdir: Path | None = None) -> Iterator[Any
             from dask.distributed import Client
 
             dft = stack.enter_context(start_jobqueue_cluster(
-                spec.dft_jobqueue, logs / "dft" if logs is not None else None))
+                spec.dft_jobqueue, logs / "dft" if logs is not None else None, "pfd-dft"))
             clients["dft"] = stack.enter_context(Client(dft))
         _clients = clients
         try:
@@ -98,11 +98,17 @@ def _map(client: Any, fn: Callable[..., Any], *iterables: Iterable[Any]) -> list
             if report:
                 report(i + 1, len(args))
         return out
-    futures = client.map(fn, *iterables, pure=False)
-    if report is None:
-        return list(client.gather(futures))
     from dask.distributed import as_completed
 
-    for done, _ in enumerate(as_completed(futures), start=1):
-        report(done, len(futures))
-    return list(client.gather(futures))
+    # Results come back as each item finishes and its future is released at once: a result
+    # left in a worker's memory is lost with the worker (a batch job cancelled or retired
+    # before its walltime) and Dask would run the finished item again.
+    futures = client.map(fn, *iterables, pure=False)
+    index = {f.key: i for i, f in enumerate(futures)}
+    out: list[Any] = [None] * len(futures)
+    for done, (future, result) in enumerate(as_completed(futures, with_results=True), start=1):
+        out[index[future.key]] = result
+        future.release()
+        if report is not None:
+            report(done, len(futures))
+    return out

@@ -13,6 +13,7 @@ from pfd.config import (
     NPT_ENSEMBLES,
     ConfigError,
     MDGroup,
+    parse_config,
 )
 from pfd.explore import integrators
 from pfd.preflight import check_config
@@ -140,12 +141,12 @@ def test_dumped_config_validates_again() -> None:
     raw["stages"][0]["converge"] = {"frame_ratio": {"min_fraction": 0.9}}
     raw["init"]["perturb"] = {"atom_fraction": 0.5, "supercell": [2, 2, 1]}
     raw["cluster"] = {"jobqueue": {**JQ, "job_extra_directives": ["--exclusive"]}}
-    cfg = check_config(raw)
+    cfg = parse_config(raw)  # the schema only: whether SLURM takes the job is test_slurm's
     again = PFDConfig.model_validate(cfg.model_dump(mode="json"))
     assert again == cfg and again.fingerprint() == cfg.fingerprint()
 
 
 def test_jobqueue_accepted() -> None:
-    cfg = check_config(_cluster({"jobqueue": {**JQ, "walltime": "1-02:00:00", "n_jobs": 3}}))
+    cfg = parse_config(_cluster({"jobqueue": {**JQ, "walltime": "1-02:00:00", "n_jobs": 3}}))
     jq = cfg.cluster.jobqueue
     assert jq is not None and (jq.n_jobs, jq.walltime, jq.processes) == (3, "1-02:00:00", None)

@@ -47,7 +47,7 @@ def _job(i: int, sleep_s: float = 0.3) -> tuple[str | None, str | None]:
 def _no_jobs_left(slurm: object, timeout: float = 30.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if not slurm.jobs("PD,CF,R", name="pfd-worker"):  # type: ignore[attr-defined]
+        if not slurm.jobs("PD,CF,R"):  # type: ignore[attr-defined]
             return True
         time.sleep(0.3)
     return False
@@ -69,7 +69,8 @@ def test_dft_labels_go_to_jobs_of_their_own(slurm_cluster, tmp_path):
         md, dft = dask_map(_job, range(3)), dft_map(_job, range(3))
     assert {c for _, c in md} == {"1"} and {c for _, c in dft} == {"2"}, (md, dft)
     assert not {j for j, _ in md} & {j for j, _ in dft}
-    assert (tmp_path / "jobqueue-logs" / "dft").is_dir()
+    dft_logs = {p.name for p in (tmp_path / "jobqueue-logs" / "dft").iterdir()}
+    assert {f"pfd-dft-{j}.err" for j, _ in dft} <= dft_logs, dft_logs
     assert _no_jobs_left(slurm_cluster)
 
 
@@ -132,7 +133,7 @@ def test_cancelled_dft_job_costs_no_finished_frame(slurm_cluster, tmp_path):
         end = time.monotonic() + 300
         while time.monotonic() < end and not _log(log, "done"):
             time.sleep(0.1)
-        jobs = slurm_cluster.jobs(name="pfd-worker")
+        jobs = slurm_cluster.jobs(name="pfd-dft")
         if jobs:
             cancelled.append(jobs[0])
             slurm_cluster.cancel(jobs[0])
@@ -159,7 +160,36 @@ def test_job_at_its_walltime_hands_its_work_on(slurm_cluster, tmp_path):
     t0 = time.monotonic()
     with dask_cluster(ClusterSpec(jobqueue=_spec(walltime="00:01:00", n_jobs=1)),
                       workdir=tmp_path):
-        out = dask_map(_job, range(8), [10.0] * 8)
+        out = dask_map(_job, range(6), [10.0] * 6)
     jobs = [j for j, _ in out]
-    assert len(set(jobs)) >= 2, jobs  # 80 s of work cannot fit one 1-minute job
+    assert len(set(jobs)) >= 2, jobs  # 60 s of work cannot fit a worker that retires at 48 s
     assert time.monotonic() - t0 < 240
+
+
+def _config_with(tmp_path: Path, jobqueue: dict[str, object]) -> Path:
+    import yaml
+    from configs import base
+
+    raw = base()
+    raw["cluster"] = {"jobqueue": {"kind": "slurm", "cores": 1, "memory": "1GB", **jobqueue}}
+    path = tmp_path / "pfd.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@HAVE_PW
+def test_pfd_check_names_the_setting_slurm_refuses(slurm_cluster, tmp_path):
+    from typer.testing import CliRunner
+
+    from pfd.cli import app
+
+    before = slurm_cluster.history()
+    ok = CliRunner().invoke(app, ["check", str(_config_with(tmp_path, {"queue": "debug"}))])
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(app, ["check", str(_config_with(tmp_path, {"queue": "gpu-big"}))])
+    assert bad.exit_code == 2
+    msg = bad.output.strip()
+    assert len(msg.splitlines()) == 1 and "Traceback" not in msg, msg
+    assert msg.startswith("cluster.jobqueue.queue: SLURM refuses a worker job with "
+                          "queue='gpu-big'") and "partition" in msg, msg
+    assert slurm_cluster.history() == before, "a test-only check submitted a job"
