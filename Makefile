@@ -19,7 +19,7 @@ demo: install system-deps
 
 test: install system-deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra --durations=30
 
 test-fast: install system-deps
 	$(BIN)/ruff check .
