@@ -30,3 +30,24 @@ def wait_for(cond: Callable[[], bool], proc: subprocess.Popen[Any] | None, what:
             raise AssertionError(f"process ended (rc {proc.returncode}) before {what}")
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def dft_logging_wrapper(tmp: Path, program: str, name: str) -> tuple[Path, Path]:
+    """A script that runs ``program "$@"`` and logs ``start <hash>`` before and
+    ``done <hash>`` after each successful DFT run (hash of the ``pw.in`` it runs on), so a
+    test tells a frame computed twice from one that was in flight when its job died.
+    Without a ``pw.in`` (a version probe) it only runs ``program``."""
+    log = tmp / f"{name}.log"
+    script = tmp / f"{name}.sh"
+    script.write_text(
+        f"#!/usr/bin/env bash\n[ -f pw.in ] || exec {program} \"$@\"\n"
+        f"h=$(sha256sum pw.in | cut -c1-16); echo start $h >> {log}\n"
+        f"{program} \"$@\"; rc=$?; [ $rc = 0 ] && echo done $h >> {log}; exit $rc\n")
+    script.chmod(0o755)
+    return script, log
+
+
+def dft_logged(log: Path, what: str) -> list[str]:
+    """The input hashes ``dft_logging_wrapper`` logged as ``what`` (start / done), in order."""
+    rows = [ln.split() for ln in log.read_text().splitlines()] if log.exists() else []
+    return [h for w, h in rows if w == what]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase.build import bulk
+from procs import dft_logged, dft_logging_wrapper
 from requires import needs
 
 from pfd import frames as fr
@@ -105,33 +106,16 @@ def test_two_rank_label_in_a_job_equals_the_one_rank_label(slurm_cluster, tmp_pa
     assert again.cached == 1 and again.computed == 0  # the 1-rank label served the 2-rank ask
 
 
-def _logging_pw(tmp_path: Path) -> tuple[str, Path]:
-    """pw.x that logs ``start <input hash>`` and, when it finished, ``done <input hash>``."""
-    log = tmp_path / "pw.log"
-    script = tmp_path / "pw-logging.sh"
-    script.write_text(
-        "#!/usr/bin/env bash\n[ \"$1\" = -in ] || exec pw.x \"$@\"\n"
-        f"h=$(sha256sum pw.in | cut -c1-16); echo start $h >> {log}\n"
-        f"pw.x \"$@\"; rc=$?; [ $rc = 0 ] && echo done $h >> {log}; exit $rc\n")
-    script.chmod(0o755)
-    return str(script), log
-
-
-def _log(log: Path, what: str) -> list[str]:
-    rows = [ln.split() for ln in log.read_text().splitlines()] if log.exists() else []
-    return [h for w, h in rows if w == what]
-
-
 @HAVE_PW
 def test_cancelled_dft_job_costs_no_finished_frame(slurm_cluster, tmp_path):
-    command, log = _logging_pw(tmp_path)
-    lab = QELabeller(QESpec(**{**FAST, "conv_thr_Ry": 1e-6}, command=command), ("Si",))
+    command, log = dft_logging_wrapper(tmp_path, "pw.x", "pw")
+    lab = QELabeller(QESpec(**{**FAST, "conv_thr_Ry": 1e-6}, command=str(command)), ("Si",))
     frames = [_si(s, cubic=True) for s in range(8)]
     cancelled: list[str] = []
 
     def cancel_one_mid_frame() -> None:
         end = time.monotonic() + 300
-        while time.monotonic() < end and not _log(log, "done"):
+        while time.monotonic() < end and not dft_logged(log, "done"):
             time.sleep(0.1)
         jobs = slurm_cluster.jobs(name="pfd-dft")
         if jobs:
@@ -147,7 +131,7 @@ def test_cancelled_dft_job_costs_no_finished_frame(slurm_cluster, tmp_path):
         killer.join(timeout=5)
     assert cancelled, "no worker job was running to cancel"
     assert len(res.labelled) == 8 and not res.failed, res.failed
-    done, started = _log(log, "done"), _log(log, "start")
+    done, started = dft_logged(log, "done"), dft_logged(log, "start")
     assert sorted(done) == sorted(set(done)) and len(done) == 8, "a finished frame ran twice"
     assert len(started) > len(done), "the cancelled job was not mid-frame: nothing was tested"
     jobs = slurm_cluster.history()

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from procs import dft_logged, dft_logging_wrapper
 from requires import needs
 
 from pfd.store import LocalStore
@@ -47,28 +48,11 @@ def _config(tmp: Path, mpirun: str) -> Path:
     return path
 
 
-def _logging_mpirun(tmp: Path) -> tuple[str, Path]:
-    """An mpirun that logs ``start``/``done`` with the hash of each DFT input it runs."""
-    log = tmp / "pw.log"
-    script = tmp / "mpirun-logging.sh"
-    script.write_text(
-        "#!/usr/bin/env bash\n"
-        f"h=$(sha256sum pw.in | cut -c1-16); echo start $h >> {log}\n"
-        f"mpirun \"$@\"; rc=$?; [ $rc = 0 ] && echo done $h >> {log}; exit $rc\n")
-    script.chmod(0o755)
-    return f"{script} -np {{ranks}}", log
-
-
-def _log(log: Path, what: str) -> list[str]:
-    rows = [ln.split() for ln in log.read_text().splitlines()] if log.exists() else []
-    return [h for w, h in rows if w == what]
-
-
 @pytest.fixture(scope="module")
 def run(slurm_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("slurm-e2e")
-    mpirun, log = _logging_mpirun(tmp)
-    cfg = _config(tmp, mpirun)
+    wrapper, log = dft_logging_wrapper(tmp, "mpirun", "mpirun")
+    cfg = _config(tmp, f"{wrapper} -np {{ranks}}")
     store = tmp / "store"
     cmd = [PFD, "run", str(cfg), "--store", str(store), "--workdir", str(tmp / "work")]
     env = {**slurm_cluster.env(), "PREFECT_HOME": str(tmp / "prefect-home"),
@@ -92,7 +76,7 @@ def run(slurm_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
     def faults() -> None:
         # a DFT job mid-frame: after the first initial frame, while the next one runs
-        if wait_for(lambda: _log(log, "done")):
+        if wait_for(lambda: dft_logged(log, "done")):
             cancel("dft", "pfd-dft")
         # an MD job mid-trajectory: once both trajectories have checkpointed
         explore = store / "runs/slurm/stage-01/iter-00"
@@ -107,11 +91,11 @@ def run(slurm_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     stop.set()
     killer.join(timeout=5)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    calls = _log(log, "done")
+    calls = dft_logged(log, "done")
     again = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     return {"tmp": tmp, "store": LocalStore(store), "log": log, "cancelled": cancelled,
-            "calls": calls, "calls_after_rerun": _log(log, "done"), "wall_s": wall,
+            "calls": calls, "calls_after_rerun": dft_logged(log, "done"), "wall_s": wall,
             "jobs": slurm_cluster.history()}
 
 
@@ -128,7 +112,7 @@ def test_run_completes_through_cancelled_jobs(run: dict[str, Any]) -> None:
 
 
 def test_no_finished_dft_frame_is_computed_twice(run: dict[str, Any]) -> None:
-    calls, started = run["calls"], _log(run["log"], "start")
+    calls, started = run["calls"], dft_logged(run["log"], "start")
     assert len(calls) == len(set(calls)), "a finished DFT frame was computed again"
     assert len(started) > len(calls), "the DFT job was not cancelled mid-frame"
     n_init = len(run["store"].get_frames("runs/slurm/init/labelled.extxyz"))
