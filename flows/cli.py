@@ -63,17 +63,17 @@ def run(config: Path, store: StoreOpt = None,
     except RunBusy as err:
         _fail(f"pfd run refused: {err}", code=3)
         return
-    except RuntimeError as err:
+    except (LabellingStopped, StoreError, ConfigError) as err:
+        # expected stops: one message saying why and what to do, not a traceback
+        _fail(f"pfd run stopped: {err}", code=1)
+        return
+    except RuntimeError as err:  # after the expected stops: LabellingStopped is one too
         if "ephemeral Prefect API" not in str(err):
             raise
         _fail(f"pfd run stopped: Prefect's local API server did not answer within "
               f"{os.environ[EPHEMERAL_TIMEOUT_VAR]} s (a first start creates its database); "
               f"nothing of the run was lost: run it again, raise {EPHEMERAL_TIMEOUT_VAR}, or "
               "point PREFECT_API_URL at a running Prefect server", code=1)
-        return
-    except (LabellingStopped, StoreError, ConfigError) as err:
-        # expected stops: one message saying why and what to do, not a traceback
-        _fail(f"pfd run stopped: {err}", code=1)
         return
     typer.echo(result["report"])
     typer.echo(f"\nrun {result['run_id']} completed; results in {result['store']}"
