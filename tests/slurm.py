@@ -59,6 +59,24 @@ class Slurm:
         raise AssertionError(f"fewer than {n} running jobs after {timeout:.0f} s: "
                              f"{self.jobs('all')}")
 
+    def job_running(self, program: str) -> str | None:
+        """The job of a ``program`` process running now (a one-node cluster: this
+        machine's /proc), so a test cancels a job that is really mid-task."""
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv0 = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+                if Path(argv0).name != program:
+                    continue
+                env = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            for var in env:
+                if var.startswith(b"SLURM_JOB_ID="):
+                    return var.split(b"=", 1)[1].decode()
+        return None
+
     def history(self) -> list[str]:
         """Every job id the controller still remembers (running, completed, cancelled)."""
         out = subprocess.run(["scontrol", "show", "job", "-o"], env=self.env(),

@@ -68,20 +68,27 @@ def run(slurm_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[st
             time.sleep(0.1)
         return False
 
-    def cancel(kind: str, name: str) -> None:
-        jobs = slurm_cluster.jobs(name=name)
-        if jobs:
-            cancelled[kind] = jobs[0]
-            slurm_cluster.cancel(jobs[0])
+    def cancel(kind: str, job: str | None) -> None:
+        if job is not None:
+            cancelled[kind] = job
+            slurm_cluster.cancel(job)
 
     def faults() -> None:
-        # a DFT job mid-frame: after the first initial frame, while the next one runs
-        if wait_for(lambda: dft_logged(log, "done")):
-            cancel("dft", "pfd-dft")
+        # a DFT job mid-frame: after the first initial frame, the job of a running pw.x
+        found: list[str] = []
+
+        def running_frame() -> bool:
+            job = slurm_cluster.job_running("pw.x") if dft_logged(log, "done") else None
+            found[:] = [job] if job else []
+            return bool(found)
+
+        if wait_for(running_frame):
+            cancel("dft", found[0])
         # an MD job mid-trajectory: once both trajectories have checkpointed
         explore = store / "runs/slurm/stage-01/iter-00"
         if wait_for(lambda: len(list(explore.rglob("*.checkpoint.json"))) >= 2):
-            cancel("md", "pfd-worker")
+            jobs = slurm_cluster.jobs(name="pfd-worker")
+            cancel("md", jobs[0] if jobs else None)
 
     killer = threading.Thread(target=faults, daemon=True)
     killer.start()
