@@ -200,11 +200,12 @@ def repeat_markdown(out_dir: Path, result: dict[str, object] | None = None) -> N
     lines = ["## `make demo` from fresh clones, in a row", "",
              f"Command: `{rep_['command']}` · machine: {rep_['machine']}", "",
              f"**{rep_['runs_completed']} of {rep_['runs_started']} runs completed.**", "",
-             "| run | commit | exit | wall s | phases (s) |", "|---|---|---|---|---|"]
-    for r in rep_["runs"]:
+             "| run | commit | exit | wall s | phases (s) | note |",
+             "|---|---|---|---|---|---|"]
+    for r in rep_["runs"]:  # a run's "note" (cause of a failure, machine load) is added by hand
         phases = ", ".join(f"{k} {v}" for k, v in dict(r["phases_s"]).items())
         lines.append(f"| {r['run']} | {str(r['commit'])[:8]} | {r['exit_code']} | "
-                     f"{r['wall_s']} | {phases} |")
+                     f"{r['wall_s']} | {phases} | {r.get('note', '')} |")
     single = result.get("wall_s")
     if isinstance(single, dict):
         lines += ["", f"For comparison: the single run of the section above ({result.get('date')}"
