@@ -175,8 +175,9 @@ def repeat(n: int, out_dir: Path, append: bool = False) -> None:
         rec: dict[str, object] = {
             "run": len(runs) + 1, "commit": head, "date": utc_now(), "exit_code": proc.returncode,
             "completed": proc.returncode == 0, "wall_s": wall, "phases_s": _phases_of(clone)}
-        if proc.returncode != 0:
-            rec["log_tail"] = (proc.stdout + proc.stderr)[-3000:]
+        if proc.returncode != 0:  # no path of this machine in a committed result
+            rec["log_tail"] = (proc.stdout + proc.stderr)[-3000:].replace(
+                str(clone), "<clone>").replace(str(ROOT), "<checkout>")
         runs.append(rec)
         print(f"demo run {rec['run']}: exit {proc.returncode} after {wall} s", flush=True)
         result["repeat"] = {

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pfd.config import ClusterSpec
+from pfd.config import ClusterSpec, JobQueueSpec
 from pfd.jobqueue import WORKER_ENV, start_jobqueue_cluster
 
 #: the active clients: "default" runs everything, "dft" (if configured) the DFT labels
@@ -29,12 +29,19 @@ def _client_for(spec: ClusterSpec, jobqueue_logs: Path | None, stack: ExitStack)
     if spec.address:
         return stack.enter_context(Client(spec.address))
     if spec.jobqueue is not None:
-        cluster = stack.enter_context(start_jobqueue_cluster(spec.jobqueue, jobqueue_logs))
-    else:
-        cluster = stack.enter_context(LocalCluster(
-            n_workers=spec.n_workers, threads_per_worker=spec.threads_per_worker,
-            processes=True, dashboard_address=None, silence_logs=logging.WARNING,
-            env=WORKER_ENV))
+        return _jobqueue_client(spec.jobqueue, jobqueue_logs, "pfd-worker", stack)
+    cluster = stack.enter_context(LocalCluster(
+        n_workers=spec.n_workers, threads_per_worker=spec.threads_per_worker,
+        processes=True, dashboard_address=None, silence_logs=logging.WARNING,
+        env=WORKER_ENV))
+    return stack.enter_context(Client(cluster))
+
+
+def _jobqueue_client(spec: JobQueueSpec, logs: Path | None, job_name: str,
+                     stack: ExitStack) -> Any:
+    from dask.distributed import Client
+
+    cluster = stack.enter_context(start_jobqueue_cluster(spec, logs, job_name))
     return stack.enter_context(Client(cluster))
 
 
@@ -52,11 +59,8 @@ def dask_cluster(spec: ClusterSpec, workdir: Path | None = None) -> Iterator[Any
     with ExitStack() as stack:
         clients = {"default": _client_for(spec, logs, stack)}
         if spec.dft_jobqueue is not None:
-            from dask.distributed import Client
-
-            dft = stack.enter_context(start_jobqueue_cluster(
-                spec.dft_jobqueue, logs / "dft" if logs is not None else None, "pfd-dft"))
-            clients["dft"] = stack.enter_context(Client(dft))
+            clients["dft"] = _jobqueue_client(
+                spec.dft_jobqueue, logs / "dft" if logs is not None else None, "pfd-dft", stack)
         _clients = clients
         try:
             yield clients["default"]
