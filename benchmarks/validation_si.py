@@ -82,6 +82,17 @@ def markdown(res: dict[str, Any]) -> str:
             f"{m} {'yes' if v else 'no'}" for m, v in imag.items()) + ".")
     if res["errors"]:
         lines.append("Failed properties: " + ", ".join(f"`{k}`" for k in res["errors"]) + ".")
+    if res.get("summary"):
+        head, body = res["summary"]["header"], res["summary"]["rows"]
+        lines += ["", "Every quantity, ± one standard uncertainty, ⚠ = its own check finds it "
+                  "not meaningful:", "", "| " + " | ".join(head) + " |",
+                  "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in body]
+    if res.get("checks"):
+        lines += ["", "Checks that failed:", ""] + [f"- {q}, {m}: {why}"
+                                                    for q, m, why in res["checks"]]
+    if res.get("vs_dft"):
+        lines += ["", "Against DFT (difference in combined σ; targets from the config):", ""]
+        lines += [f"- {q}, {m}: {v}" for q, m, v in res["vs_dft"]]
     lines += ["", "Settings: the run's `validation:` section (docs/validation.md); the full "
               f"report is `runs/{res['run_id']}/report/validation.html` in the store."]
     return "\n".join(lines)
@@ -124,6 +135,8 @@ def main() -> None:
            "table": table(nums, args.structure),
            "imaginary_modes": {m: r["imaginary_modes"] for m, r in nums["phonons"].items()},
            "dft": nums["dft"], "errors": sorted(nums["errors"]),
+           "summary": nums.get("summary"), "checks": nums.get("checks", []),
+           "vs_dft": nums.get("vs_dft", []), "quantities": nums.get("quantities", {}),
            "timings_s": nums["timings_s"], "compute_s": nums.get("compute_s", {}),
            "models": nums["models"]}
     out = write_result(args.out_dir, name, res)

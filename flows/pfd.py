@@ -51,13 +51,15 @@ def stage_flow(ctx: RunContext, stage_idx: int, datasets: list[str],
     log = get_run_logger()
     stage = ctx.cfg.stages[stage_idx]
     datasets = list(datasets)
+    trained_on = list(datasets)
     model_key: str | None = None
     conv = False
     it = 0
     for it in range(stage_iterations(stage.max_iterations, iterations_left)):
         keys = rs.iteration_keys(ctx, stage_idx, it)
+        trained_on = list(datasets)
         with rs.timed(ctx, "finetune"):
-            model_key = t.finetune(ctx, datasets)["model"]
+            model_key = t.finetune(ctx, trained_on)["model"]
         with rs.timed(ctx, "explore"):
             ex = t.explore(ctx, model_key, stage.groups, keys.explore)
         sel = t.filter_select(ctx, ex["keys"], datasets, stage, keys.prefix)
@@ -65,18 +67,35 @@ def stage_flow(ctx: RunContext, stage_idx: int, datasets: list[str],
             lab = t.label(ctx, sel["candidates"], keys.prefix)
         test = t.test_model(ctx, model_key, [lab["dataset"]], keys.test)
         conv = lab["labelled"] > 0 and steps.is_converged(test, stage)
-        row = rs.iteration_row(stage_idx, stage.name, it, model_key, ex, sel, lab, test, conv)
+        targets = None
+        if stage.converge.targets:
+            # M_i's properties against DFT (its reference frames stay out of training)
+            with rs.timed(ctx, "targets"):
+                targets = t.check_targets(ctx, model_key, stage.converge.targets,
+                                          keys.targets_check)
+            conv = conv and targets["met"]
+        row = rs.iteration_row(stage_idx, stage.name, it, model_key, ex, sel, lab, test, conv,
+                               targets)
         rs.write_iteration_record(ctx, stage_idx, it, row)
         publish_status(ctx)
-        log.info("stage %s iter %d: F RMSE %.4f eV/Å, E RMSE %.2f meV/atom, converged=%s",
-                 stage.name, it, row["force_rmse_eV_A"] or float("nan"),
-                 row["energy_rmse_meV_atom"] or float("nan"), conv)
+        log.info("stage %s iter %d: F RMSE %.4f eV/Å, E RMSE %.2f meV/atom, targets %s, "
+                 "converged=%s", stage.name, it, row["force_rmse_eV_A"] or float("nan"),
+                 row["energy_rmse_meV_atom"] or float("nan"),
+                 targets["summary"] if targets else "–", conv)
+        if lab["labelled"]:
+            # also when M_i passed on D_i: those are paid DFT labels, and the later stages'
+            # models train on them (M_i itself stays the stage's model: it was tested)
+            datasets.append(lab["dataset"])
         if conv:
             break
-        if lab["labelled"]:
-            datasets.append(lab["dataset"])
+        if targets is not None and not targets["met"]:
+            missed = [n for n, r in targets["targets"].items() if not r["met"]]
+            with rs.timed(ctx, "dft"):
+                extra = t.label_targets(ctx, missed, keys.targets, seed=1000 * stage_idx + it)
+            if extra["labelled"]:
+                datasets.append(extra["dataset"])
     return {"model": model_key, "converged": conv, "datasets": datasets,
-            "iterations": it + 1}
+            "trained_on": trained_on, "iterations": it + 1}
 
 
 @flow(name="pfd-distill")
@@ -154,6 +173,7 @@ def _run(ctx: RunContext, log: Any) -> dict[str, Any]:
         advance()
         # fine-tune stages: each continues from all data labelled so far
         datasets = [init["dataset"]]
+        teacher_data = datasets
         teacher: str | None = None
         converged = True
         left = cfg.max_total_iterations
@@ -169,14 +189,16 @@ def _run(ctx: RunContext, log: Any) -> dict[str, Any]:
                               stage.max_iterations, cfg.max_total_iterations, left)
             left -= res["iterations"]
             datasets, teacher, converged = res["datasets"], res["model"], res["converged"]
+            teacher_data = res["trained_on"]
             if note is not None:
                 notes.append(note)
                 log.warning(note)
             advance()
         if not converged or teacher is None:
             # the last D_i joined the data without a model trained on it: train one
+            teacher_data = datasets
             teacher = t.finetune(ctx, datasets)["model"]
-        rs.write_teacher(ctx, teacher, datasets)
+        rs.write_teacher(ctx, teacher, teacher_data)
         # distillation: teacher → student
         distill = distill_flow(ctx, teacher) if with_distill else None
         if with_distill:

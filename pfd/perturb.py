@@ -84,3 +84,21 @@ def perturb(structures: Sequence[Atoms], n_per_structure: int, atom_displacement
             p.info.update(source="init", perturb_index=k, structure_index=s_idx)
             out.append(p)
     return out
+
+
+def strained_copies(structures: Sequence[Atoms], volume_ratios: Sequence[float],
+                    rattle_A: float, seed: int = 1) -> list[Atoms]:
+    """Each structure scaled isotropically to each of ``volume_ratios`` × its volume
+    (fractional coordinates fixed), every atom then displaced by a normal ``rattle_A``:
+    the volumes a set of one-volume MD frames never shows a model."""
+    rng = np.random.default_rng(seed)
+    out: list[Atoms] = []
+    for s_idx, atoms in enumerate(structures):
+        for r in volume_ratios:
+            a = atoms.copy()
+            a.calc = None
+            a.set_cell(atoms.cell.array * float(r) ** (1 / 3), scale_atoms=True)
+            a.positions += rng.normal(0, rattle_A, a.positions.shape)
+            a.info.update(source="init", volume_ratio=float(r), structure_index=s_idx)
+            out.append(a)
+    return out

@@ -22,7 +22,7 @@ def fmt(v: Any) -> str:
 
 def status_table(rows: list[dict[str, Any]]) -> list[list[str]]:
     keys = ["stage", "iter", "explored", "filtered", "selected", "labelled", "failed",
-            "energy_rmse_meV_atom", "force_rmse_eV_A", "converged"]
+            "energy_rmse_meV_atom", "force_rmse_eV_A", "targets_summary", "converged"]
     return [[fmt(r.get(k)) for k in keys] for r in rows]
 
 

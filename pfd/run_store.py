@@ -214,6 +214,16 @@ class IterationKeys:
         """The iteration's row of ``pfd status`` (its completion marker)."""
         return f"{self.prefix}/record.json"
 
+    @property
+    def targets(self) -> str:
+        """Frames labelled where a missed property target is decided (a D_i of its own)."""
+        return f"{self.prefix}/targets"
+
+    @property
+    def targets_check(self) -> str:
+        """M_i's property results for the stage's targets (``validation/``-like JSON)."""
+        return f"{self.prefix}/targets/check"
+
 
 def iteration_keys(ctx: RunContext, stage_idx: int, it: int) -> IterationKeys:
     return IterationKeys(iteration_prefix(ctx, stage_idx, it))
@@ -222,9 +232,14 @@ def iteration_keys(ctx: RunContext, stage_idx: int, it: int) -> IterationKeys:
 def iteration_row(stage_idx: int, stage_name: str, it: int, model_key: str,
                   explored: dict[str, Any], selected: dict[str, Any],
                   labelled: dict[str, Any], test: dict[str, Any],
-                  converged: bool) -> dict[str, Any]:
+                  converged: bool, targets: dict[str, Any] | None = None) -> dict[str, Any]:
     """One iteration's record (a row of ``pfd status``) from its steps' records."""
-    return {"stage": stage_idx + 1, "stage_name": stage_name, "iter": it,
+    # a property that failed to compute (an SCF that will not converge) is a missed
+    # target: its error goes in the record so `pfd status` readers see why
+    extra = {} if targets is None else {"targets": targets["targets"],
+                                        "targets_summary": targets["summary"],
+                                        "targets_errors": targets.get("errors", {})}
+    return {**extra, "stage": stage_idx + 1, "stage_name": stage_name, "iter": it,
             "model": model_key, "explored": explored["frames"],
             "filtered": selected["filtered"], "selected": selected["selected"],
             "labelled": labelled["labelled"], "failed": labelled["failed"],
@@ -240,7 +255,7 @@ def write_iteration_record(ctx: RunContext, stage_idx: int, it: int,
 
 # --------------------------------------------------------------------------- status
 STATUS_COLUMNS = ["stage", "iter", "explored", "filtered", "selected", "labelled", "failed",
-                  "E RMSE meV/atom", "F RMSE eV/Å", "converged"]
+                  "E RMSE meV/atom", "F RMSE eV/Å", "targets", "converged"]
 
 
 def status_rows(store: ArtifactStore, run_id: str) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from pfd.label.registry import make_labeller as labeller_from_spec
 from pfd.metrics import Metrics, converged, evaluate
 from pfd.model_cache import cached_calculator, model_ready, upload_model
 from pfd.models.registry import MODEL_JSON
-from pfd.perturb import perturb
+from pfd.perturb import perturb, strained_copies
 from pfd.run_store import RunContext
 from pfd.select.entropy import select_frames
 from pfd.select.filters import apply_filters
@@ -97,15 +97,30 @@ def split_by_hash(frames: list[Atoms], fraction: float) -> tuple[list[Atoms], li
     return train, valid
 
 
+def held_out(frames: list[Atoms], fraction: float, min_valid: int
+             ) -> tuple[list[Atoms], list[Atoms]]:
+    """:func:`split_by_hash`, unless fewer than ``min_valid`` frames would be held out:
+    a validation loss over a handful of frames is noise, and choosing the best epoch (and
+    when to stop) on it under-fits; then all frames train."""
+    train, valid = split_by_hash(frames, fraction)
+    if len(valid) < min_valid:
+        return train + valid, []
+    return train, valid
+
+
 # --------------------------------------------------------------------------- init
 def initial_frames(cfg: PFDConfig) -> list[Atoms]:
-    """The unlabelled D0: the init structures, perturbed as ``init.perturb`` says."""
+    """The unlabelled D0: the init structures perturbed as ``init.perturb`` says, and
+    their strained copies (``init.volume_ratios``)."""
     structures = load_structures(cfg)
     p = cfg.init.perturb
     base = [a for name in cfg.init.structures for a in structures[name]]
-    return perturb(base, p.n_per_structure, p.atom_displacement_A, p.cell_strain,
-                   p.displacement_style, p.seed, p.include_unperturbed,
-                   atom_fraction=p.atom_fraction, supercell=p.supercell)
+    perturbed = perturb(base, p.n_per_structure, p.atom_displacement_A, p.cell_strain,
+                        p.displacement_style, p.seed, p.include_unperturbed,
+                        atom_fraction=p.atom_fraction, supercell=p.supercell)
+    return perturbed + strained_copies([a.repeat(p.supercell) for a in base],
+                                       cfg.init.volume_ratios, cfg.init.volume_rattle_A,
+                                       p.seed)
 
 
 def init_dataset(ctx: RunContext, map_fn: MapFn = serial_map) -> dict[str, Any]:
@@ -145,8 +160,8 @@ def finetune_model(ctx: RunContext, dataset_keys: list[str],
                    progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Fine-tune the foundation on the union of ``dataset_keys``.
 
-    The model key is a hash of the training data keys and settings: a stage that starts
-    from exactly the data the previous stage converged on reuses that model. A killed
+    The model key is a hash of the training data keys and settings: the same data and
+    settings (a rerun, the teacher of a stage that ended on its last D_i) reuse the model. A killed
     fine-tune resumes from its last checkpoint (deepmd: its step checkpoints;
     sevennet: the state after its last finished epoch), and ``progress`` receives the
     learning-curve rows as it trains (deepmd: step, losses, rmse_e_val, rmse_f_val;
@@ -165,7 +180,7 @@ def finetune_model(ctx: RunContext, dataset_keys: list[str],
               for a in load_datasets(store, dataset_keys)]
     for a in frames:
         a.info.clear()
-    train, valid = split_by_hash(frames, ft.valid_fraction)
+    train, valid = held_out(frames, ft.valid_fraction, ft.min_valid_frames)
     workdir = ctx.workdir / "finetune" / h
     if ft.backend == "deepmd":
         from pfd.models import deepmd_finetune

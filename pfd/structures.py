@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from ase import Atoms
-from ase.build import bulk
 from ase.data import atomic_numbers, covalent_radii
 from ase.io import read
 from ase.neighborlist import neighbor_list
+
+from pfd.crystals import build_crystal
 
 if TYPE_CHECKING:
     from pfd.config import BuildSpec, PFDConfig
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 def build_structure(spec: BuildSpec) -> Atoms:
     if spec.element not in atomic_numbers:
         raise ValueError(f"unknown element {spec.element!r}")
-    atoms = bulk(spec.element, spec.crystal, a=spec.a_A, cubic=spec.cubic)
+    atoms = build_crystal(spec.element, spec.crystal, spec.a_A, spec.c_A, spec.internal,
+                          conventional=spec.cubic)
     atoms = atoms.repeat(spec.supercell)
     if spec.vacancies >= len(atoms):
         raise ValueError(f"vacancies={spec.vacancies} leaves no atoms in a {len(atoms)}-atom cell")

@@ -159,6 +159,25 @@ def label(ctx: RunContext, frames_key: str, out_prefix: str) -> dict[str, Any]:
         return steps.label_set(ctx, frames_key, out_prefix, dft_map)
 
 
+@task(name="check-targets", **TASK_OPTIONS)
+def check_targets(ctx: RunContext, model_key: str, targets: dict[str, Any],
+                  prefix: str) -> dict[str, Any]:
+    """M_i's targeted properties against DFT (label cache; DFT fanned out like labels)."""
+    from pfd.validate.targets import check_model
+
+    log = get_run_logger()
+    return check_model(ctx, model_key, targets, prefix, dft_map, log=log.warning)
+
+
+@task(name="label-targets", **TASK_OPTIONS)
+def label_targets(ctx: RunContext, missed: list[str], out_prefix: str,
+                  seed: int) -> dict[str, Any]:
+    with _phase_progress(ctx, "label-progress", f"DFT frames of {out_prefix}"):
+        from pfd.validate.targets import label_target_frames
+
+        return label_target_frames(ctx, missed, out_prefix, seed, dft_map)
+
+
 @task(name="test-model", **TASK_OPTIONS)
 def test_model(ctx: RunContext, model_key: str, data_keys: list[str],
                out_key: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ each other, so nothing is imported from them). ``kill_tree`` lives in
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -16,7 +17,20 @@ if _BENCHMARKS not in sys.path:
     sys.path.append(_BENCHMARKS)
 from _common import kill_tree  # noqa: E402
 
-__all__ = ["kill_tree", "wait_for"]
+__all__ = ["kill_tree", "run_quick_benchmark", "wait_for"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_quick_benchmark(name: str, out_dir: Path, timeout: float = 600) -> dict[str, Any]:
+    """Run ``benchmarks/<name>.py --quick --out-dir out_dir`` as CI does; its result JSON."""
+    out = subprocess.run([sys.executable, f"benchmarks/{name}.py", "--quick",
+                          "--out-dir", str(out_dir)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    res = json.loads((out_dir / f"benchmarks/results/{name}_quick.json").read_text())
+    assert res["machine"] and res["date"] and f"{name}.py --quick" in res["command"]
+    return res
 
 
 def wait_for(cond: Callable[[], bool], proc: subprocess.Popen[Any] | None, what: str,

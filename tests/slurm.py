@@ -59,9 +59,14 @@ class Slurm:
         raise AssertionError(f"fewer than {n} running jobs after {timeout:.0f} s: "
                              f"{self.jobs('all')}")
 
-    def job_running(self, program: str) -> str | None:
-        """The job of a ``program`` process running now (a one-node cluster: this
-        machine's /proc), so a test cancels a job that is really mid-task."""
+    def job_running(self, program: str, started_within_s: float | None = None) -> str | None:
+        """The job of a ``program`` process running now (a one-node cluster: this machine's
+        /proc), so a test cancels a job that is really mid-task. ``started_within_s`` keeps
+        only processes that started that recently: one far from finishing, since a process
+        that finishes between this look and the cancel makes a test of "no finished work is
+        lost" a coin toss on the milliseconds before its result is stored."""
+        now = float(Path("/proc/uptime").read_text().split()[0])
+        tick = os.sysconf("SC_CLK_TCK")
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
@@ -70,7 +75,11 @@ class Slurm:
                 if Path(argv0).name != program:
                     continue
                 env = (proc / "environ").read_bytes().split(b"\0")
-            except OSError:
+                # stat field 22 (start time in clock ticks), counted after "(comm)"
+                started = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[19]) / tick
+            except (OSError, IndexError, ValueError):
+                continue
+            if started_within_s is not None and now - started > started_within_s:
                 continue
             for var in env:
                 if var.startswith(b"SLURM_JOB_ID="):

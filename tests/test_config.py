@@ -22,6 +22,20 @@ def test_examples_validate() -> None:
         assert cfg.distill is not None
 
 
+def test_si_phases_example_builds_every_phase_it_names() -> None:
+    """The paper's case: six bulk phases in 8-atom cells and a 15-atom vacancy (≤ 16 atoms
+    per DFT frame), three stages, validation over every bulk phase with diamond first."""
+    from pfd.structures import load_structures
+
+    cfg = check_config_file(ROOT / "examples/si-phases/pfd.yaml")
+    assert [s.name for s in cfg.stages] == ["semiconducting", "metallic", "vacancy"]
+    sizes = {k: len(v[0]) for k, v in load_structures(cfg).items()}
+    assert sizes == {"diamond": 8, "hex-diamond": 8, "bc8": 8, "beta-sn": 8, "fcc": 8,
+                     "hcp": 8, "vacancy": 15}
+    assert cfg.validation.eos.structures is not None
+    assert cfg.validation.eos.structures[0] == "diamond"
+
+
 def test_unknown_key_names_field_path() -> None:
     raw = base()
     raw["init"]["perturb"] = {"atom_displacment_A": 0.1}

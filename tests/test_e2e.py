@@ -42,6 +42,28 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
+def counting_pw(tmp: Path) -> Path:
+    """A pw.x wrapper that logs a hash of the physical input (pw.in) of every DFT call to
+    ``$PFD_TEST_PW_LOG`` (set by :func:`_env`), then runs real pw.x."""
+    wrapper = tmp / "pw-counting.sh"
+    wrapper.write_text('#!/usr/bin/env bash\nsha256sum pw.in | cut -c1-16 >> '
+                       '"$PFD_TEST_PW_LOG"\nexec pw.x "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def counted_run(tmp: Path, cfg: dict[str, Any], name: str) -> tuple[list[str], Path,
+                                                                   dict[str, str]]:
+    """``cfg`` written to ``tmp`` with pw.x behind :func:`counting_pw`: the ``pfd run``
+    command, its store and its environment."""
+    cfg["labeller"]["qe"]["command"] = str(counting_pw(tmp))
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    store = tmp / "store"
+    return ([PFD, "run", str(path), "--store", str(store), "--workdir", str(tmp / "work")],
+            store, _env(tmp))
+
+
 def _pw_calls(tmp: Path) -> list[str]:
     log = tmp / "pw-calls.log"
     return log.read_text().split() if log.exists() else []
@@ -50,18 +72,11 @@ def _pw_calls(tmp: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("e2e")
-    wrapper = tmp / "pw-counting.sh"
-    # logs a hash of the physical input (pw.in) of every DFT call, then runs real pw.x
-    wrapper.write_text('#!/usr/bin/env bash\nsha256sum pw.in | cut -c1-16 >> '
-                       '"$PFD_TEST_PW_LOG"\nexec pw.x "$@"\n')
-    wrapper.chmod(0o755)
     cfg = yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text())
-    cfg["labeller"]["qe"]["command"] = str(wrapper)
-    cfg_path = tmp / "tiny.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    store = tmp / "store"
-    cmd = [PFD, "run", str(cfg_path), "--store", str(store), "--workdir", str(tmp / "work")]
-    env = _env(tmp)
+    # stage 1 converges (any model is within 5 eV/Å), stage 2 cannot (0.01 eV/Å): both
+    # ways a stage ends, and what each does with its last labels
+    cfg["stages"][0]["converge"]["force_rmse_eV_A"] = 5.0
+    cmd, store, env = counted_run(tmp, cfg, "tiny")
 
     # 1) start, and kill the whole process tree once the initial DFT set is stored
     proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL,
@@ -144,9 +159,19 @@ def test_iteration_records_are_consistent(run: dict[str, Any]) -> None:
         assert r["labelled"] + r["failed"] == r["selected"]
         assert r["labelled"] == len(st.get_frames(r["dataset"]))
         assert np.isfinite(r["force_rmse_eV_A"]) and r["force_rmse_eV_A"] > 0
-        assert r["converged"] is False  # 0.01 eV/Å threshold is deliberately unreachable
+    # stage 1's 5 eV/Å holds at once; stage 2's 0.01 eV/Å is deliberately unreachable
+    assert [r["converged"] for r in rows] == [True, False]
     # 2 trajectories × (40 steps / sample every 10) = 8 frames in stage 1
     assert rows[0]["explored"] == 8
+    # the labels of the converged stage 1 are paid for: stage 2's model trained on them
+    # (stage 1's own model did not: it was tested on them), and the teacher, retrained
+    # after stage 2 ran out of iterations, on every labelled set
+    init, d1, d2 = ("runs/tiny/init/labelled.extxyz", rows[0]["dataset"], rows[1]["dataset"])
+    summary = {r["stage"]: st.get_json(f"{r['model']}/pfd_model.json")["pfd_summary"]
+               for r in rows}
+    assert summary[1]["datasets"] == [init]
+    assert summary[2]["datasets"] == sorted([init, d1])
+    assert sorted(st.get_json("runs/tiny/teacher.json")["datasets"]) == sorted([init, d1, d2])
     # the report warns loudly about non-convergence
     assert "did NOT converge" in st.get_text("runs/tiny/report/summary.md")
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
+from pfd import frames as fr
 from pfd.perturb import perturb
 
 
@@ -88,3 +89,30 @@ def test_supercell_applies_to_reference_and_copies() -> None:
         assert 0 < np.abs(strain).max() <= 0.02 + 1e-12
     with pytest.raises(ValueError, match="supercell"):
         perturb([si], 1, 0.1, 0.0, supercell=(0, 1, 1))
+
+
+def test_init_set_has_strained_copies_at_the_configured_volumes() -> None:
+    from configs import base
+
+    from pfd.config import PFDConfig
+    from pfd.steps import initial_frames
+    from pfd.structures import load_structures
+
+    cfg = PFDConfig.model_validate(base())
+    frames = initial_frames(cfg)
+    ideal = load_structures(cfg)["d"][0]
+    v0 = ideal.get_volume()
+    strained = [a for a in frames if "volume_ratio" in a.info]
+    assert [a.info["volume_ratio"] for a in strained] == cfg.init.volume_ratios
+    for a in strained:
+        assert a.get_volume() == pytest.approx(a.info["volume_ratio"] * v0, rel=1e-9)
+    # every atom rattled a little, none far: these are E(V) points, not MD frames
+
+    for a in strained:
+        ref = ideal.copy()
+        ref.set_cell(a.cell, scale_atoms=True)
+        d = np.linalg.norm(a.positions - ref.positions, axis=1)
+        assert 0 < d.max() < 6 * cfg.init.volume_rattle_A
+    assert [fr.frame_hash(a) for a in initial_frames(cfg)] == [fr.frame_hash(a) for a in frames]
+    off = PFDConfig.model_validate({**base(), "init": {"structures": ["d"], "volume_ratios": []}})
+    assert len(initial_frames(off)) == len(frames) - len(cfg.init.volume_ratios)

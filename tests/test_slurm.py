@@ -118,8 +118,8 @@ def test_cancelled_dft_job_costs_no_finished_frame(slurm_cluster, tmp_path):
         end = time.monotonic() + 300
         job = None
         while time.monotonic() < end and job is None:
-            if dft_logged(log, "done"):  # after a first frame: one running pw.x's job
-                job = slurm_cluster.job_running("pw.x")
+            if dft_logged(log, "done"):  # after a first frame: a pw.x just started
+                job = slurm_cluster.job_running("pw.x", started_within_s=1.0)
             time.sleep(0.05)
         if job is not None:
             cancelled.append(job)

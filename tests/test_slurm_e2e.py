@@ -74,11 +74,12 @@ def run(slurm_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[st
             slurm_cluster.cancel(job)
 
     def faults() -> None:
-        # a DFT job mid-frame: after the first initial frame, the job of a running pw.x
+        # a DFT job mid-frame: after the first initial frame, the job of a pw.x just started
         found: list[str] = []
 
         def running_frame() -> bool:
-            job = slurm_cluster.job_running("pw.x") if dft_logged(log, "done") else None
+            job = (slurm_cluster.job_running("pw.x", started_within_s=1.0)
+                   if dft_logged(log, "done") else None)
             found[:] = [job] if job else []
             return bool(found)
 

@@ -115,9 +115,20 @@ def test_validate_writes_report_plots_and_numbers(run: dict[str, Any]) -> None:
     assert set(nums["parity"]) == {"init/labelled.extxyz", "distill/synthetic_test.extxyz"}
     assert set(nums["parity"]["distill/synthetic_test.extxyz"]) == {"student"}
     assert nums["parity"]["init/labelled.extxyz"]["teacher"]["n_frames"] == 4
-    # 5 E-V volumes + 1 displaced cell; the E-V point at the given volume is the init set's
-    # unperturbed cell, already in the label cache
-    assert nums["dft"]["computed"] == 5 and nums["dft"]["cached"] == 1
+    # 5 E-V volumes + 2 displaced cells (u and 2u, the phonon uncertainty); the E-V point
+    # at the given volume is the init set's unperturbed cell, already in the label cache
+    assert nums["dft"]["computed"] == 6 and nums["dft"]["cached"] == 1
+    # every reported number carries its uncertainty and its checks
+    q = nums["quantities"]["values"]
+    b0 = q["eos.diamond.B0_GPa"]
+    assert set(b0) == {"teacher", "student", "dft"}
+    assert b0["teacher"]["err"] > 0 and b0["dft"]["err"] > 0, b0
+    # the 60-step student's curve is not meaningful, and the report says why
+    assert b0["student"]["err"] is not None or b0["student"]["problems"], b0
+    assert q["phonons.gamma_optical_THz"]["dft"]["err"] is not None
+    assert q["vacancy.E_f_eV"]["teacher"]["err"] is not None
+    assert "teacher" in nums["quantities"]["vs_dft"]["eos.diamond.B0_GPa"]
+    assert " ± " in out.output  # the summary printed by the CLI shows them too
     assert not nums["errors"], nums["errors"]
     # plots: every one a real, non-trivial PNG, each inline in the HTML
     assert len(nums["plots"]) >= 5

@@ -15,13 +15,16 @@ module adds those parts for every engine:
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -108,10 +111,45 @@ def tail(path: Path, n: int = 12, cut: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- own processes
+#: The engine runs under a guard: when the process that started it dies (a Dask worker
+#: killed with -9 or for memory, a cluster closed by Ctrl-C of ``pfd run``), the kernel
+#: sends the guard SIGHUP (PR_SET_PDEATHSIG, kept across exec) and the guard kills its
+#: whole process group — pw.x under mpirun, a wrapper script's children — instead of
+#: leaving them computing a frame nobody will read, on the cores its retry needs. Python
+#: sets the signal (no ``preexec_fn``, which is unsafe in a threaded worker) and checks
+#: the parent is still the one it was started by, then becomes ``sh``, which runs the
+#: engine as its child and passes its exit status on.
+_GUARD = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGHUP)\n"
+    "except (AttributeError, OSError):\n"
+    "    pass  # no prctl (not Linux): the engine outlives a killed worker there\n"
+    "os.getppid() == int(sys.argv[1]) or sys.exit(129)\n"
+    "os.execvp('sh', ['sh', '-c', 'trap \"kill -KILL 0\" HUP; \"$@\" & wait $!',"
+    " 'pfd-guard', *sys.argv[2:]])\n")
+
+
+def guarded(cmd: Sequence[str], directory: str) -> list[str]:
+    """``cmd`` under the guard; a missing or non-executable engine raises here as Popen
+    would (the guard's shell would only exit 127)."""
+    exe = cmd[0]
+    if os.sep in exe:
+        path: str | None = exe if os.path.isabs(exe) else os.path.join(directory, exe)
+    else:
+        path = shutil.which(exe)
+    if path is None or not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), exe)
+    if not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    return [sys.executable, "-I", "-S", "-c", _GUARD, str(os.getpid()), *cmd]
+
+
 def start_own_process(cmd: Sequence[str], directory: str, stdout: Path, stderr: Path,
                       env_overrides: Mapping[str, str], timeout_s: float | None
                       ) -> subprocess.Popen[bytes]:
-    """Start the engine in its own session and arm a watchdog for ``timeout_s``.
+    """Start the engine in its own session, under the guard that ends it with this
+    process (:data:`_GUARD`), and arm a watchdog for ``timeout_s``.
 
     The watchdog waits on this process only, so it ends with the process (no thread is
     left sleeping per finished frame); on timeout it kills the process group and leaves a
@@ -119,8 +157,8 @@ def start_own_process(cmd: Sequence[str], directory: str, stdout: Path, stderr: 
     """
     env = dict(os.environ, **env_overrides)
     with stdout.open("w") as out, stderr.open("w", buffering=1) as err:
-        proc = subprocess.Popen(list(cmd), cwd=directory, stdout=out, stderr=err, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(guarded(cmd, directory), cwd=directory, stdout=out,
+                                stderr=err, env=env, start_new_session=True)
     if timeout_s:
         def _watch() -> None:
             try:
@@ -136,19 +174,36 @@ def start_own_process(cmd: Sequence[str], directory: str, stdout: Path, stderr: 
 
 def kill_own_process(proc: subprocess.Popen[bytes] | None, grace_s: float = 5.0) -> None:
     """SIGTERM, then SIGKILL, to this process's group only (custodian's CP2K job runs
-    ``killall cp2k.psmp``, which would take every other worker's frame down with it)."""
-    if proc is None or proc.poll() is not None:
+    ``killall cp2k.psmp``, which would take every other worker's frame down with it).
+
+    The group, not the guard, decides when it is over: the guard's shell dies of SIGTERM
+    at once, while an engine may take its time or ignore it."""
+    if proc is None:
         return
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
+            break
+        if _group_gone(proc, grace_s):
+            break
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _group_gone(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        proc.poll()  # reap the guard: a zombie still counts as a member of its group
         try:
-            proc.wait(timeout=grace_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 class OwnProcessJob:

@@ -7,6 +7,16 @@ walk, which is not diffusion). Its uncertainty is the spread of the per-atom slo
 large error instead of a false precision. The Arrhenius fit is a weighted least-squares
 line of ln D against 1/(k_B T); with per-point errors its uncertainty follows from them,
 without them from the residuals.
+
+Each D also gets a block error (the trajectory cut in blocks, D per block, standard
+error over blocks: correlated time origins make the per-atom error alone too small), and
+the larger of the two is the one reported and fitted. Three checks decide whether a D is
+a diffusion coefficient at all (:func:`run_problems`): the MSD grows linearly in time (its
+log-log slope, the exponent, near 1; caged vibration gives ~0), atoms moved further than
+one neighbour distance, and the cell neither melted nor transformed (the mean
+coordination in the first shell of the starting structure stays within 15 %). Only
+temperatures that pass enter the Arrhenius fit, and :func:`fit_problems` flags a fit with
+a non-positive Ea or a poor R².
 """
 
 from __future__ import annotations
@@ -40,6 +50,12 @@ class TemperatureRun(Record):
     d_err_A2_ps: dict[str, float]
     rdf_r_A: list[float]
     rdf: dict[str, list[float]]  # "A-B" -> g(r)
+    d_block_err_A2_ps: dict[str, float] = field(default_factory=dict)
+    msd_exponent: dict[str, float] = field(default_factory=dict)  # log-log slope of MSD
+    nn_distance_A: float = math.nan  # of the starting structure
+    coordination_start: float = math.nan  # mean neighbours within the first shell
+    coordination_md: float = math.nan  # the same, averaged over the sampled frames
+    shell_cutoff_A: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,7 @@ class ArrheniusFit(Record):
     d_cm2_s: list[float]
     d_err_cm2_s: list[float] | None = None
     note: str | None = None
+    r2: float = math.nan  # weighted R² of ln D against 1/T (nan with two points)
 
 
 @dataclass(frozen=True)
@@ -138,6 +155,92 @@ def min_width(cell: np.ndarray) -> float:
                for i, j in ((1, 2), (2, 0), (0, 1)))
 
 
+#: MSD exponents (d ln MSD / d ln t) below this are sub-diffusive: vibration or caging
+MIN_MSD_EXPONENT = 0.8
+#: the mean first-shell coordination may change this much (fraction) before the cell
+#: counts as melted or transformed
+MAX_COORDINATION_CHANGE = 0.15
+#: the mean temperature may miss the target by this fraction before the run is suspect
+MAX_TEMPERATURE_MISS = 0.1
+#: an Arrhenius line explaining less than this of the variance of ln D is not a line
+MIN_ARRHENIUS_R2 = 0.9
+N_BLOCKS = 4
+
+
+def msd_exponent(time_ps: np.ndarray, msd: np.ndarray, fit_from: float = 0.2) -> float:
+    """Slope of ln MSD against ln t over the fitted lags (1 = diffusive, 0 = caged)."""
+    start = int(len(time_ps) * fit_from)
+    t, m = np.asarray(time_ps[start:], float), np.asarray(msd[start:], float)
+    ok = (t > 0) & (m > 0)
+    if ok.sum() < 2:
+        return math.nan
+    return float(np.polyfit(np.log(t[ok]), np.log(m[ok]), 1)[0])
+
+
+def block_error(traj: np.ndarray, symbols: Sequence[str], dt_ps: float,
+                n_blocks: int = N_BLOCKS) -> dict[str, float]:
+    """Standard error of D over ``n_blocks`` consecutive blocks of the trajectory."""
+    n = traj.shape[0] // n_blocks
+    if n < 6:  # too short a block for a slope after its ballistic start
+        return {}
+    per: dict[str, list[float]] = {}
+    for b in range(n_blocks):
+        lags, by = msd_by_species(traj[b * n:(b + 1) * n], symbols)
+        for s, m in by.items():
+            per.setdefault(s, []).append(diffusion_coefficient(lags * dt_ps, m)[0])
+    return {s: float(np.std(v, ddof=1) / math.sqrt(len(v))) for s, v in per.items()}
+
+
+def shell_cutoff(atoms: Atoms, rmax_A: float = 6.0) -> tuple[float, float]:
+    """(nearest-neighbour distance, a cutoff between the first and second shells)."""
+    d = np.sort(neighbor_list("d", atoms, rmax_A))
+    if d.size == 0:
+        return math.nan, math.nan
+    d1 = float(d[0])
+    beyond = d[d > 1.15 * d1]
+    d2 = float(beyond[0]) if beyond.size else 1.3 * d1
+    return d1, 0.5 * (d1 + d2)
+
+
+def coordination(frames: Sequence[Atoms], cutoff_A: float) -> float:
+    if not frames or not math.isfinite(cutoff_A):
+        return math.nan
+    return float(np.mean([len(neighbor_list("i", a, cutoff_A)) / len(a) for a in frames]))
+
+
+def run_problems(r: TemperatureRun, species: str) -> list[str]:
+    """Why ``r``'s D of ``species`` is not a diffusion coefficient; empty if it is."""
+    out = []
+    t = r.temperature_K
+    if abs(r.mean_temperature_K - t) > MAX_TEMPERATURE_MISS * t:
+        out.append(f"{t:g} K: mean temperature {r.mean_temperature_K:.0f} K misses the "
+                   "target: the thermostat did not hold the run")
+    c0, c1 = r.coordination_start, r.coordination_md
+    if math.isfinite(c0) and c0 > 0 and abs(c1 - c0) > MAX_COORDINATION_CHANGE * c0:
+        out.append(f"{t:g} K: first-shell coordination went {c0:.2f} → {c1:.2f}: the cell "
+                   "melted or transformed, so D is not the diffusion of this phase")
+    expo = r.msd_exponent.get(species, math.nan)
+    if math.isfinite(expo) and expo < MIN_MSD_EXPONENT:
+        out.append(f"{t:g} K: MSD grows as t^{expo:.2f}, not t^1: not in its diffusive "
+                   "regime (run longer or hotter)")
+    msd = r.msd_A2.get(species) or []
+    if msd and math.isfinite(r.nn_distance_A) and max(msd) < r.nn_distance_A ** 2:
+        out.append(f"{t:g} K: atoms moved {math.sqrt(max(msd)):.2f} Å (rms), less than one "
+                   f"neighbour distance ({r.nn_distance_A:.2f} Å): vibration, not hops")
+    return out
+
+
+def fit_problems(fit: ArrheniusFit) -> list[str]:
+    """Why this Arrhenius fit is not a physical activation energy; empty if it is."""
+    out = []
+    if fit.ea_eV <= 0:
+        out.append(f"Ea = {fit.ea_eV:.2f} eV is not positive: D does not rise with "
+                   "temperature, so this is not thermally activated diffusion")
+    if math.isfinite(fit.r2) and fit.r2 < MIN_ARRHENIUS_R2:
+        out.append(f"R² = {fit.r2:.2f}: ln D is not linear in 1/T")
+    return out
+
+
 # --------------------------------------------------------------------------- MD
 def md_at_temperature(atoms: Atoms, calc: Calculator, temperature_K: float, steps: int,
                       timestep_fs: float = 2.0, sample_every: int = 10,
@@ -163,11 +266,16 @@ def md_at_temperature(atoms: Atoms, calc: Calculator, temperature_K: float, step
         temps.append(a.get_temperature())
     traj = unwrap(positions, a.cell.array)
     lags, per_species = msd_by_species(traj, a.get_chemical_symbols())
-    t_ps = lags * sample_every * timestep_fs / 1000
-    d, derr, msd = {}, {}, {}
+    dt_ps = sample_every * timestep_fs / 1000
+    t_ps = lags * dt_ps
+    blocks = block_error(traj, a.get_chemical_symbols(), dt_ps)
+    d, derr, msd, expo = {}, {}, {}, {}
     for s, m in per_species.items():
-        d[s], derr[s] = diffusion_coefficient(t_ps, m)
+        d[s], e_atoms = diffusion_coefficient(t_ps, m)
+        derr[s] = float(np.nanmax([e_atoms, blocks.get(s, math.nan)]))
         msd[s] = m.mean(axis=0).tolist()
+        expo[s] = msd_exponent(t_ps, m.mean(axis=0))
+    nn, cut = shell_cutoff(atoms)
     # beyond half the cell's width an atom meets its own periodic image, which moves with
     # it and shows as a spike at the cell length, not as structure: stop there
     r, g = rdf(snaps[len(snaps) // 5:], min(rdf_rmax_A, 0.5 * min_width(a.cell.array)),
@@ -175,7 +283,10 @@ def md_at_temperature(atoms: Atoms, calc: Calculator, temperature_K: float, step
     return TemperatureRun(
         temperature_K=float(temperature_K), mean_temperature_K=float(np.mean(temps[1:])),
         n_atoms=len(a), time_ps=t_ps.tolist(), msd_A2=msd, d_A2_ps=d, d_err_A2_ps=derr,
-        rdf_r_A=r.tolist(), rdf={k: v.tolist() for k, v in g.items()})
+        rdf_r_A=r.tolist(), rdf={k: v.tolist() for k, v in g.items()},
+        d_block_err_A2_ps=blocks, msd_exponent=expo, nn_distance_A=nn,
+        coordination_start=coordination([atoms], cut),
+        coordination_md=coordination(snaps[len(snaps) // 5:], cut), shell_cutoff_A=cut)
 
 
 # --------------------------------------------------------------------------- Arrhenius
@@ -205,6 +316,10 @@ def arrhenius_fit(temperatures_K: Sequence[float], d: Sequence[float],
     a = design.T @ (design * w[:, None])
     coef = np.linalg.solve(a, design.T @ (w * ln))
     cov = np.linalg.inv(a)
+    resid = ln - design @ coef
+    mean = float(np.sum(w * ln) / np.sum(w))
+    ss_tot = float(np.sum(w * (ln - mean) ** 2))
+    r2 = 1 - float(np.sum(w * resid**2)) / ss_tot if t.size > 2 and ss_tot > 0 else math.nan
     note = None
     if d_err is None:
         dof = t.size - 2
@@ -218,25 +333,30 @@ def arrhenius_fit(temperatures_K: Sequence[float], d: Sequence[float],
         ea_eV=float(coef[1]), ea_err_eV=float(math.sqrt(cov[1, 1])),
         d0_cm2_s=float(math.exp(coef[0])), ln_d0_err=float(math.sqrt(cov[0, 0])),
         temperatures_K=t.tolist(), d_cm2_s=y.tolist(),
-        d_err_cm2_s=None if d_err is None else [float(v) for v in d_err], note=note)
+        d_err_cm2_s=None if d_err is None else [float(v) for v in d_err], note=note, r2=r2)
 
 
 def arrhenius_by_species(runs: Sequence[TemperatureRun], species: Sequence[str] | None = None,
                          ) -> tuple[dict[str, ArrheniusFit | None], dict[str, str]]:
     """An Arrhenius fit per species over the temperatures where diffusion is detected
-    (D more than two standard errors above zero); a species without two such
-    temperatures gets a note saying so instead of a fit through noise."""
+    (D more than two standard errors above zero) and real (:func:`run_problems` finds
+    nothing); a species without two such temperatures gets a note saying why instead of
+    a fit through noise."""
     all_species = sorted({s for r in runs for s in r.d_A2_ps})
     fits: dict[str, ArrheniusFit | None] = {}
     notes: dict[str, str] = {}
     for s in species or all_species:
-        pts = [(r.temperature_K, r.d_A2_ps[s], r.d_err_A2_ps[s]) for r in runs
-               if s in r.d_A2_ps]
-        ok = [(t, d, e) for t, d, e in pts if d > 0 and (not math.isfinite(e) or d > 2 * e)]
+        have = [r for r in runs if s in r.d_A2_ps]
+        pts = [(r.temperature_K, r.d_A2_ps[s], r.d_err_A2_ps[s]) for r in have]
+        detected = [d > 0 and (not math.isfinite(e) or d > 2 * e) for _, d, e in pts]
+        why = [run_problems(r, s) for r in have]
+        ok = [p for p, det, w in zip(pts, detected, why, strict=True) if det and not w]
         if len(ok) < 2:
             fits[s] = None
-            notes[s] = (f"diffusion detected at {len(ok)} of {len(pts)} temperatures "
-                        "(D > 2σ); no Arrhenius fit")
+            reasons = [w[0] for w in why if w]
+            notes[s] = (f"diffusion detected and valid at {len(ok)} of {len(pts)} "
+                        "temperatures (D > 2σ, diffusive MSD, phase kept); no Arrhenius fit"
+                        + ("; " + "; ".join(reasons) if reasons else ""))
             continue
         errs = [e for _, _, e in ok]
         use_err = all(math.isfinite(e) and e > 0 for e in errs)

@@ -6,13 +6,19 @@ exact at q-points commensurate with the displacement supercell; that is what mak
 DFT comparison affordable: displacing atoms in the structure's own cell (one to a few
 DFT runs) gives exact frequencies at Γ and at every special point commensurate with
 that cell (X for the conventional cubic cell), to compare with the models' values there.
+
+Force constants are fitted twice, at ``displacement_A`` and at twice it: anharmonic terms
+grow with the displacement and force noise shrinks with it, so the largest change of a
+frequency between the two is its reported uncertainty (``*_err_THz``; it costs a second
+set of displaced cells, one more DFT run for diamond Si). :func:`problems` names a
+result that is not a harmonic spectrum of a stable structure.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,6 +48,8 @@ class PhononResult(Record):
     imaginary_modes: bool
     special_THz: dict[str, list[float]]  # frequencies at commensurate special points
     gamma_optical_THz: float
+    gamma_optical_err_THz: float = float("nan")  # see the module docstring
+    special_err_THz: dict[str, float] = field(default_factory=dict)  # largest per point
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,27 @@ class PointPhonons(Record):
     n_displacements: int
     special_THz: dict[str, list[float]]
     gamma_optical_THz: float
+    gamma_optical_err_THz: float = float("nan")
+    special_err_THz: dict[str, float] = field(default_factory=dict)
+
+
+#: a frequency that moves more than this between displacements u and 2u is set by
+#: anharmonicity or force noise, not by the harmonic force constants
+MAX_SIGN_SPREAD_THZ = 0.2
+
+
+def problems(r: PhononResult | PointPhonons) -> list[str]:
+    """Why this phonon result is not a meaningful harmonic spectrum; empty if none."""
+    out = []
+    if isinstance(r, PhononResult) and r.imaginary_modes:
+        out.append(f"imaginary modes (down to {r.min_frequency_THz:.2f} THz): the structure "
+                   "is not a minimum of this model (dynamically unstable)")
+    spread = max([r.gamma_optical_err_THz, *r.special_err_THz.values()], default=float("nan"))
+    if np.isfinite(spread) and spread > MAX_SIGN_SPREAD_THZ:
+        out.append(f"frequencies change by up to {spread:.2f} THz between displacements "
+                   "u and 2u: anharmonic or noisy forces (change displacement_A or "
+                   "tighten the SCF)")
+    return out
 
 
 def _phonopy(atoms: Atoms, supercell: Sequence[int], displacement_A: float) -> Any:
@@ -68,14 +97,6 @@ def _phonopy(atoms: Atoms, supercell: Sequence[int], displacement_A: float) -> A
     return ph
 
 
-def displaced_cells(atoms: Atoms, supercell: Sequence[int],
-                    displacement_A: float) -> list[Atoms]:
-    """The supercells phonopy needs forces for (deterministic: the DFT cache keys)."""
-    ph = _phonopy(atoms, supercell, displacement_A)
-    return [Atoms(sc.symbols, cell=sc.cell, positions=sc.positions, pbc=True)
-            for sc in ph.supercells_with_displacements]
-
-
 def _forces_with(calc: Calculator) -> LabelFn:
     def forces(cells: list[Atoms]) -> list[np.ndarray]:
         out = []
@@ -88,16 +109,23 @@ def _forces_with(calc: Calculator) -> LabelFn:
 
 
 def _with_forces(atoms: Atoms, supercell: Sequence[int], displacement_A: float,
-                 forces: LabelFn) -> tuple[Any, int]:
-    ph = _phonopy(atoms, supercell, displacement_A)
-    cells = [Atoms(sc.symbols, cell=sc.cell, positions=sc.positions, pbc=True)
-             for sc in ph.supercells_with_displacements]
-    f = np.array(forces(cells))
+                 forces: LabelFn) -> tuple[Any, Any, int]:
+    """Phonopy objects fitted at ``displacement_A`` and at twice it (one labelling batch)."""
+    phs = [_phonopy(atoms, supercell, k * displacement_A) for k in (1, 2)]
+    sets = [[Atoms(sc.symbols, cell=sc.cell, positions=sc.positions, pbc=True)
+             for sc in ph.supercells_with_displacements] for ph in phs]
+    f = np.array(forces(sets[0] + sets[1]))
     f -= f.mean(axis=1, keepdims=True)  # drift from a finite basis/cutoff is not physics
-    ph.forces = f
-    ph.produce_force_constants()
-    ph.symmetrize_force_constants()
-    return ph, len(cells)
+    for ph, part in zip(phs, (f[:len(sets[0])], f[len(sets[0]):]), strict=True):
+        ph.forces = part
+        ph.produce_force_constants()
+        ph.symmetrize_force_constants()
+    return phs[0], phs[1], len(sets[0]) + len(sets[1])
+
+
+def _spread(double: Any, q: Sequence[float], full: np.ndarray) -> float:
+    """Largest change of any frequency at ``q`` between displacement u and 2u."""
+    return float(np.max(np.abs(np.sort(_frequencies(double, q)) - np.sort(full))))
 
 
 def _primitive_atoms(ph: Any) -> Atoms:
@@ -153,7 +181,7 @@ def phonon_bands(atoms: Atoms, calc: Calculator | None, structure: str,
         if calc is None:
             raise ValueError("give a calculator or a forces function")
         forces = _forces_with(calc)
-    ph, n_disp = _with_forces(atoms, supercell, displacement_A, forces)
+    ph, double, n_disp = _with_forces(atoms, supercell, displacement_A, forces)
     prim = _primitive_atoms(ph)
     labels, special = _band_path(prim, band_path)
     pairs = [(s[i], s[i + 1]) for s in labels for i in range(len(s) - 1)]
@@ -174,7 +202,8 @@ def phonon_bands(atoms: Atoms, calc: Calculator | None, structure: str,
     dos = ph.total_dos
     mesh_min = float(np.min(ph.mesh.frequencies))
     fmin = min(mesh_min, float(min(np.min(f) for f in freqs)))
-    pts = _special_frequencies(ph, _commensurate(prim, atoms.cell.array, special))
+    commensurate = _commensurate(prim, atoms.cell.array, special)
+    pts = _special_frequencies(ph, commensurate)
     gamma = _frequencies(ph, [0, 0, 0])
     return PhononResult(
         structure=structure, a_A=float(np.linalg.norm(atoms.cell[0])),
@@ -184,7 +213,15 @@ def phonon_bands(atoms: Atoms, calc: Calculator | None, structure: str,
         dos_frequency_THz=[float(x) for x in dos.frequency_points],
         dos=[float(x) for x in dos.dos], min_frequency_THz=fmin,
         imaginary_modes=fmin < -imaginary_tolerance_THz, special_THz=pts,
-        gamma_optical_THz=float(np.max(gamma)))
+        gamma_optical_THz=float(np.max(gamma)),
+        gamma_optical_err_THz=_spread(double, [0, 0, 0], gamma),
+        special_err_THz=_special_spread(ph, double, commensurate))
+
+
+def _special_spread(ph: Any, double: Any, points: dict[str, np.ndarray]) -> dict[
+        str, float]:
+    return {("Γ" if k == "G" else k): _spread(double, q, _frequencies(ph, q))
+            for k, q in sorted(points.items())}
 
 
 def point_phonons(atoms: Atoms, calc: Calculator | None, structure: str,
@@ -195,13 +232,17 @@ def point_phonons(atoms: Atoms, calc: Calculator | None, structure: str,
         if calc is None:
             raise ValueError("give a calculator or a forces function")
         forces = _forces_with(calc)
-    ph, n_disp = _with_forces(atoms, (1, 1, 1), displacement_A, forces)
+    ph, double, n_disp = _with_forces(atoms, (1, 1, 1), displacement_A, forces)
     prim = _primitive_atoms(ph)
     _, special = _band_path(prim, None)
-    pts = _special_frequencies(ph, _commensurate(prim, atoms.cell.array, special))
+    commensurate = _commensurate(prim, atoms.cell.array, special)
+    pts = _special_frequencies(ph, commensurate)
+    gamma = _frequencies(ph, [0, 0, 0])
     return PointPhonons(structure=structure, a_A=float(np.linalg.norm(atoms.cell[0])),
                         n_displacements=n_disp, special_THz=pts,
-                        gamma_optical_THz=float(np.max(_frequencies(ph, [0, 0, 0]))))
+                        gamma_optical_THz=float(np.max(gamma)),
+                        gamma_optical_err_THz=_spread(double, [0, 0, 0], gamma),
+                        special_err_THz=_special_spread(ph, double, commensurate))
 
 
 def plot(bands: dict[str, PhononResult], points: dict[str, PointPhonons], title: str) -> bytes:

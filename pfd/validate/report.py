@@ -4,6 +4,11 @@ The report is built once as a list of blocks (heading, text, table, image) and r
 twice, so the markdown (images linked next to it in the store) and the HTML (images
 inline as base64, one file to mail or open anywhere) can never say different things.
 ``validation.json`` holds the numbers only, for scripts and ``pfd report``.
+
+Every number in the summary carries its uncertainty and, when its own property module
+says it is not meaningful, a ⚠ and the reason in the "Checks" section next to it; the
+comparison with DFT says whether a difference is larger than the uncertainties and, for
+quantities named in ``validation.targets``, whether it is within the user's tolerance.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pfd.store import ArtifactStore
 from pfd.validate import diffusion as dif
 from pfd.validate import eos, phonons
 from pfd.validate import parity as par
+from pfd.validate import quantities as qt
 from pfd.validate.results import DFT, ValidationResults
 
 MODEL_ORDER = ("teacher", "student", DFT)
@@ -44,6 +50,12 @@ def _f(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _pm(v: float, err: float, digits: int) -> str:
+    """``value ± err`` as the summary writes it (no validity mark: the detail tables have
+    their own note column)."""
+    return qt.cell(qt.Quantity(v, err), digits)
+
+
 def _order(names: Any) -> list[str]:
     names = list(names)
     return [n for n in MODEL_ORDER if n in names] + sorted(n for n in names
@@ -60,55 +72,70 @@ def _slug(s: str) -> str:
 
 
 # --------------------------------------------------------------------------- numbers
-def summary_rows(res: ValidationResults) -> tuple[list[str], list[list[str]]]:
-    """The one table a reader looks at first: each property, each model side by side."""
-    models = _order({m for d in res.eos.values() for m in d} | set(res.vacancy)
-                    | set(res.phonons) | set(res.phonon_points) | set(res.diffusion))
+def _models(res: ValidationResults) -> list[str]:
+    return _order({m for d in res.eos.values() for m in d} | set(res.vacancy)
+                  | set(res.phonons) | set(res.phonon_points) | set(res.diffusion))
+
+
+def summary_rows(res: ValidationResults, table: qt.Table | None = None) -> tuple[
+        list[str], list[list[str]]]:
+    """The one table a reader looks at first: each quantity, each model side by side,
+    value ± uncertainty, ⚠ where the value is not meaningful (the reasons are listed in
+    the report's Checks section)."""
+    t = table or qt.table(res)
+    models = _models(res)
     rows: list[list[str]] = []
-    for st, by in res.eos.items():
-        def fit(m: str, attr: str, by: dict[str, eos.EOSResult] = by) -> Any:
-            r = by.get(m)
-            return getattr(r.fit, attr) if r is not None and r.fit is not None else None
-        rows.append([f"a0 {st} (Å)"] + [_f(fit(m, "a0_A"), 4) for m in models])
-        rows.append([f"B0 {st} (GPa)"] + [_f(fit(m, "b0_GPa"), 1) for m in models])
-    if res.vacancy:
-        rows.append(["vacancy formation (eV)"] + [
-            _f(res.vacancy[m].formation_eV) if m in res.vacancy else "–" for m in models])
-
-    def gamma(m: str) -> float | None:
-        if m in res.phonons:
-            return res.phonons[m].gamma_optical_THz
-        if m in res.phonon_points:
-            return res.phonon_points[m].gamma_optical_THz
-        return None
-
-    if res.phonons or res.phonon_points:
-        rows.append(["Γ optical phonon (THz)"] + [_f(gamma(m), 2) for m in models])
+    for name, by in t.values.items():
+        text, digits = qt.label(name)
+        rows.append([text] + [qt.cell(by.get(m), digits) for m in models])
+    if res.phonons:
         rows.append(["imaginary modes"] + [_f(res.phonons[m].imaginary_modes)
                                            if m in res.phonons else "–" for m in models])
-    species = sorted({s for d in res.diffusion.values() for s in d.arrhenius})
-    for s in species:
-        def ea(m: str, s: str = s) -> str:
-            d = res.diffusion.get(m)
-            fit = d.arrhenius.get(s) if d else None
-            if fit is None:
-                return "no diffusion" if d else "–"
-            return f"{fit.ea_eV:.2f} ± {fit.ea_err_eV:.2f}"
-        rows.append([f"Ea {s} (eV)"] + [ea(m) for m in models])
     return ["property", *models], rows
 
 
+def comparison_rows(table: qt.Table) -> list[tuple[str, ...]]:
+    """quantity, model, difference from DFT (in σ), agreement, target."""
+    rows = []
+    for name, by in table.vs_dft.items():
+        text, digits = qt.label(name)
+        for m, c in _ordered(by).items():
+            rows.append((text, m, qt.verdict(c, digits)))
+    return rows
+
+
+def problem_rows(table: qt.Table) -> list[tuple[str, str, str]]:
+    """(quantity, model, why it is not meaningful), one row per reason."""
+    rows: list[tuple[str, str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for name, by in table.values.items():
+        text, _ = qt.label(name)
+        for m, q in _ordered(by).items():
+            for why in q.problems:
+                if (m, why) in seen:  # one E(V) reason covers its a0, V0, B0, B0'
+                    continue
+                seen.add((m, why))
+                rows.append((text, m, why))
+    return rows
+
+
 def numbers(res: ValidationResults, run_id: str, models: dict[str, str],
-            plots: dict[str, str]) -> dict[str, Any]:
+            plots: dict[str, str], table: qt.Table | None = None) -> dict[str, Any]:
     """``validation.json``: every figure of the report, no arrays of raw data."""
-    header, rows = summary_rows(res)
+    t = table or qt.table(res)
+    header, rows = summary_rows(res, t)
     return {
         "run_id": run_id, "models": models,
         "summary": {"header": header, "rows": rows},
+        "quantities": qt.to_json(t),
+        "checks": [list(r) for r in problem_rows(t)],
+        "vs_dft": [list(r) for r in comparison_rows(t)],
         "eos": {st: {m: {"fit": r.fit.__dict__ if r.fit else None, "error": r.error,
                          "n_points": len(r.volumes_A3_atom)} for m, r in by.items()}
                 for st, by in res.eos.items()},
         "vacancy": {m: r.to_dict() for m, r in res.vacancy.items()},
+        "vacancy_phases": {st: {m: r.to_dict() for m, r in by.items()}
+                           for st, by in res.vacancy_phases.items()},
         "phonons": {m: {k: v for k, v in r.to_dict().items()
                         if k not in ("segments_distance", "segments_THz", "dos",
                                      "dos_frequency_THz")} for m, r in res.phonons.items()},
@@ -132,14 +159,31 @@ def numbers(res: ValidationResults, run_id: str, models: dict[str, str],
 
 
 # --------------------------------------------------------------------------- blocks
-def blocks(res: ValidationResults, run_id: str, models: dict[str, str]) -> tuple[
-        list[Block], dict[str, bytes]]:
+def blocks(res: ValidationResults, run_id: str, models: dict[str, str],
+           table: qt.Table | None = None) -> tuple[list[Block], dict[str, bytes]]:
+    t = table or qt.table(res)
     out: list[Block] = [Block("h1", f"Validation of run `{run_id}`")]
     out.append(Block("p", "Models: " + ", ".join(f"**{m}** `{k}`" for m, k in models.items())
                      + f". DFT frames: {res.dft_computed} computed, {res.dft_cached} from "
-                     "the label cache."))
-    header, rows = summary_rows(res)
+                     "the label cache. Values are ± one standard uncertainty; ⚠ marks a "
+                     "value its own check finds not meaningful (see Checks)."))
+    header, rows = summary_rows(res, t)
     out.append(Block("table", header=tuple(header), rows=tuple(tuple(r) for r in rows)))
+    checks = problem_rows(t)
+    out.append(Block("h2", "Checks"))
+    if checks:
+        out.append(Block("table", header=("quantity", "model", "why it is not meaningful"),
+                         rows=tuple(checks)))
+    else:
+        out.append(Block("p", "Every reported value passed its own checks."))
+    cmp_rows = comparison_rows(t)
+    if cmp_rows:
+        out.append(Block("h2", "Against DFT"))
+        out.append(Block("p", f"Difference from the labeller's value, in combined standard "
+                         f"uncertainties (σ); within {qt.AGREE_SIGMAS:g}σ it agrees (the "
+                         "calculations cannot tell the two apart)."))
+        out.append(Block("table", header=("quantity", "model", "model − DFT"),
+                         rows=tuple(cmp_rows)))
     pngs: dict[str, bytes] = {}
 
     def img(name: str, data: bytes, caption: str) -> None:
@@ -153,25 +197,34 @@ def blocks(res: ValidationResults, run_id: str, models: dict[str, str]) -> tuple
             for m, r in _ordered(by).items():
                 f = r.fit
                 body.append((st, m, str(len(r.volumes_A3_atom)),
-                             _f(f.a0_A if f else None, 4), _f(f.v0_A3_atom if f else None),
-                             _f(f.b0_GPa if f else None, 1), _f(f.b0_prime if f else None, 2),
-                             _f(f.rms_residual_meV_atom if f else None, 2), r.error or ""))
+                             _pm(f.a0_A, f.a0_err_A, 4) if f else "–",
+                             _pm(f.v0_A3_atom, f.v0_err_A3_atom, 3) if f else "–",
+                             _pm(f.b0_GPa, f.b0_err_GPa, 1) if f else "–",
+                             _pm(f.b0_prime, f.b0_prime_err, 2) if f else "–",
+                             _f(f.rms_residual_meV_atom if f else None, 2),
+                             "; ".join(eos.problems(r)) or r.error or ""))
             img(f"eos-{_slug(st)}.png", eos.plot(_ordered(by), f"E(V) {st} — {run_id}"),
                 f"E(V) of {st}")
         out.insert(len(out) - len(res.eos), Block(
             "table", header=("structure", "model", "points", "a0 (Å)", "V0 (Å³/atom)",
                              "B0 (GPa)", "B0'", "fit rms (meV/atom)", "note"),
             rows=tuple(body)))
-    if res.vacancy:
+    if res.vacancy or res.vacancy_phases:
         out.append(Block("h2", "Vacancy formation energy (relaxed ions, fixed cell)"))
-        out.append(Block("table", header=("model", "atoms", "a (Å)", "E_f unrelaxed (eV)",
-                                          "E_f relaxed (eV)", "steps", "converged",
-                                          "max |F| (eV/Å)"),
-                         rows=tuple((m, str(r.n_atoms_bulk), _f(r.a_A, 4),
-                                     _f(r.formation_unrelaxed_eV), _f(r.formation_eV),
+        by_structure = ([(next(iter(res.vacancy.values())).structure, res.vacancy)]
+                        if res.vacancy else []) + list(res.vacancy_phases.items())
+        out.append(Block("table", header=("structure", "model", "atoms", "a (Å)",
+                                          "E_f unrelaxed (eV)", "E_f relaxed (eV)", "steps",
+                                          "converged", "max |F| (eV/Å)", "max move (Å)"),
+                         rows=tuple((st, m, str(r.n_atoms_bulk), _f(r.a_A, 4),
+                                     _f(r.formation_unrelaxed_eV),
+                                     _pm(r.formation_eV, r.formation_err_eV, 4),
                                      str(r.relax_steps), _f(r.relax_converged),
-                                     _f(r.max_force_eV_A))
-                                    for m, r in _ordered(res.vacancy).items())))
+                                     _f(r.max_force_eV_A), _f(r.max_displacement_A))
+                                    for st, by in by_structure
+                                    for m, r in _ordered(by).items())))
+        out.append(Block("p", "± is the energy the relaxation had still to gain (½ fᵀH⁻¹f "
+                         "with the optimiser's Hessian)."))
     if res.phonons or res.phonon_points:
         out.append(Block("h2", "Phonons (phonopy, finite displacements)"))
         rows_p = []
@@ -180,7 +233,8 @@ def blocks(res: ValidationResults, run_id: str, models: dict[str, str]) -> tuple
             pts = "; ".join(f"{k}: " + ", ".join(f"{x:.2f}" for x in v)
                             for k, v in src.special_THz.items())
             pr = res.phonons.get(m)
-            rows_p.append((m, _f(src.a_A, 4), _f(src.gamma_optical_THz, 2),
+            rows_p.append((m, _f(src.a_A, 4), _pm(src.gamma_optical_THz,
+                                                  src.gamma_optical_err_THz, 3),
                            _f(pr.min_frequency_THz, 3) if pr else "–",
                            _f(pr.imaginary_modes) if pr else "–", pts))
         out.append(Block("table", header=("model", "a (Å)", "Γ optical (THz)",
@@ -197,13 +251,20 @@ def blocks(res: ValidationResults, run_id: str, models: dict[str, str]) -> tuple
             for s in r.d_A2_ps:
                 rows_d.append((f"{r.temperature_K:g}", f"{r.mean_temperature_K:.0f}", s,
                                f"{r.d_A2_ps[s] * dif.A2_PS_TO_CM2_S:.3e}",
-                               f"{r.d_err_A2_ps[s] * dif.A2_PS_TO_CM2_S:.1e}"))
+                               f"{r.d_err_A2_ps[s] * dif.A2_PS_TO_CM2_S:.1e}",
+                               _f(r.msd_exponent.get(s), 2),
+                               f"{_f(r.coordination_start, 2)} → {_f(r.coordination_md, 2)}",
+                               "; ".join(x.split(": ", 1)[-1] for x in dif.run_problems(r, s))
+                               or "ok"))
         out.append(Block("table", header=("T (K)", "mean T (K)", "species", "D (cm²/s)",
-                                          "± (cm²/s)"), rows=tuple(rows_d)))
+                                          "± (cm²/s)", "MSD exponent", "coordination",
+                                          "check"), rows=tuple(rows_d)))
         for s, fit in d.arrhenius.items():
             if fit is not None:
+                why = dif.fit_problems(fit)
                 out.append(Block("p", f"{s}: Ea = {fit.ea_eV:.3f} ± {fit.ea_err_eV:.3f} eV, "
-                                      f"D0 = {fit.d0_cm2_s:.3e} cm²/s"))
+                                      f"D0 = {fit.d0_cm2_s:.3e} cm²/s, R² {_f(fit.r2, 3)}"
+                                      + (f" — ⚠ {'; '.join(why)}" if why else "")))
         for s, note in d.notes.items():
             out.append(Block("p", f"{s}: {note}."))
         img(f"diffusion-{_slug(m)}.png", dif.plot(d, f"{m} — {run_id}"), f"MD with the {m}")
@@ -284,10 +345,12 @@ def to_html(bl: list[Block], title: str) -> str:
 
 
 def write_report(store: ArtifactStore, report_prefix: str, res: ValidationResults,
-                 run_id: str, models: dict[str, str]) -> dict[str, Any]:
+                 run_id: str, models: dict[str, str],
+                 targets: dict[str, str | float] | None = None) -> dict[str, Any]:
     """PNGs under ``<prefix>/validation/``, then validation.md/.html, then
     validation.json last (the completion marker ``pfd report`` reads)."""
-    bl, pngs = blocks(res, run_id, models)
+    t = qt.table(res, targets)
+    bl, pngs = blocks(res, run_id, models, t)
     plots = {}
     for name, data in pngs.items():
         key = f"{report_prefix}/validation/{name}"
@@ -296,8 +359,9 @@ def write_report(store: ArtifactStore, report_prefix: str, res: ValidationResult
     md = to_markdown(bl, "validation")
     store.put_text(f"{report_prefix}/validation.md", md)
     store.put_text(f"{report_prefix}/validation.html", to_html(bl, f"Validation {run_id}"))
-    nums = numbers(res, run_id, models, plots)
+    nums = numbers(res, run_id, models, plots, t)
     store.put_json(f"{report_prefix}/validation.json", nums)
     return {"markdown": md, "json": f"{report_prefix}/validation.json",
             "html": f"{report_prefix}/validation.html", "plots": plots,
-            "summary": nums["summary"], "errors": res.errors}
+            "summary": nums["summary"], "errors": res.errors,
+            "checks": nums["checks"]}

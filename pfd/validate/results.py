@@ -17,7 +17,9 @@ DFT = "dft"
 @dataclass
 class ValidationResults:
     eos: dict[str, dict[str, eos.EOSResult]] = field(default_factory=dict)  # structure→model
-    vacancy: dict[str, vacancy.VacancyResult] = field(default_factory=dict)
+    vacancy: dict[str, vacancy.VacancyResult] = field(default_factory=dict)  # model→
+    # validation.vacancy.phases: structure → model → result
+    vacancy_phases: dict[str, dict[str, vacancy.VacancyResult]] = field(default_factory=dict)
     phonons: dict[str, phonons.PhononResult] = field(default_factory=dict)
     phonon_points: dict[str, phonons.PointPhonons] = field(default_factory=dict)
     diffusion: dict[str, dif.DiffusionResult] = field(default_factory=dict)

@@ -37,6 +37,10 @@ from pfd.validate.report import write_report
 from pfd.validate.results import DFT, ValidationResults
 
 CalculatorFactory = Callable[[], Calculator]
+#: bumped when a stored result's content changes (2: uncertainties and the quantities
+#: their checks read): a result stored by an older pfd is recomputed, not shown without
+#: them (its DFT points come back from the label cache)
+RESULT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,8 @@ class ResultCache:
 
     def get_or_run(self, name: str, settings: dict[str, Any],
                    compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str)
+        digest = hashlib.sha256(json.dumps({**settings, "result_version": RESULT_VERSION},
+                                           sort_keys=True, default=str)
                                 .encode()).hexdigest()[:16]
         key = f"{self.prefix}/{name}.json"
         if self.store is not None and self.store.exists(key):
@@ -81,7 +86,7 @@ def bulk_structures(cfg: PFDConfig) -> list[str]:
             and s.build.vacancies == 0]
 
 
-def _first_bulk(cfg: PFDConfig, what: str) -> str:
+def first_bulk(cfg: PFDConfig, what: str) -> str:
     names = bulk_structures(cfg)
     if not names:
         raise ValueError(f"validation.{what}.structure: no bulk (built, vacancy-free) "
@@ -171,20 +176,24 @@ class _Runner:
                 if r is not None:
                     out[DFT] = eos.EOSResult.from_dict(r)
 
-    def run_vacancy(self, st: str) -> None:
+    def run_vacancy(self, st: str, phase: bool = False) -> None:
+        """The vacancy in ``st``: the validation's own (``vacancy.E_f_eV``), or one of
+        ``vacancy.phases`` (``phase``: ``vacancy.<st>.E_f_eV``, stored apart)."""
         s = self.spec.vacancy
         names = list(self.models) + ([DFT] if s.dft and self.dft is not None else [])
+        out = self.res.vacancy_phases.setdefault(st, {}) if phase else self.res.vacancy
+        where = f"vacancy/{st}" if phase else "vacancy"
         for m in names:
             atoms = self.equilibrium(st, m)
             settings = {"structure": st, "geom": self._geom(atoms), "model": self.identity(m),
                         "supercell": list(s.supercell), "fmax": s.fmax_eV_A,
                         "steps": s.max_steps}
-            r = self.step(f"vacancy/{m}", lambda m=m, atoms=atoms, settings=settings:
-                          self.cache.get_or_run(f"vacancy/{m}", settings, lambda: (
+            r = self.step(f"{where}/{m}", lambda m=m, atoms=atoms, settings=settings:
+                          self.cache.get_or_run(f"{where}/{m}", settings, lambda: (
                               vacancy.vacancy_formation(atoms, self.calc(m), st, s.supercell,
                                                         s.fmax_eV_A, s.max_steps).to_dict())))
             if r is not None:
-                self.res.vacancy[m] = vacancy.VacancyResult(**r)
+                out[m] = vacancy.VacancyResult(**r)
 
     def run_phonons(self, st: str) -> None:
         s = self.spec.phonons
@@ -288,6 +297,8 @@ def run_validation(spec: ValidationSpec, structures: dict[str, Atoms], models: d
         r.run_eos(eos_structures or spec.eos.structures or [first])
     if spec.vacancy.enabled:
         r.run_vacancy(vacancy_structure or spec.vacancy.structure or first)
+        for st in spec.vacancy.phases:
+            r.run_vacancy(st, phase=True)
     if spec.phonons.enabled:
         r.run_phonons(phonon_structure or spec.phonons.structure or first)
     if spec.diffusion.enabled:
@@ -302,7 +313,7 @@ def run_validation(spec: ValidationSpec, structures: dict[str, Atoms], models: d
 
 
 # --------------------------------------------------------------------------- a stored run
-def _model_factory(store_url: str, key: str, cache_root: str) -> CalculatorFactory:
+def model_factory(store_url: str, key: str, cache_root: str) -> CalculatorFactory:
     def load() -> Calculator:
         from pathlib import Path
 
@@ -356,7 +367,7 @@ def validate_run(ctx: Any, map_fn: Any = None, log: Callable[[str], None] = prin
     if not keys:
         raise ValueError(f"run {ctx.run_id!r} has no teacher.json and no student in "
                          f"{ctx.store_url}: nothing to validate (has the run finished?)")
-    models = {m: Model(_model_factory(ctx.store_url, k, str(ctx.workdir)), k)
+    models = {m: Model(model_factory(ctx.store_url, k, str(ctx.workdir)), k)
               for m, k in keys.items()}
     dft = None
     if spec.eos.dft_points or spec.vacancy.dft or spec.phonons.dft_gamma:
@@ -372,7 +383,10 @@ def validate_run(ctx: Any, map_fn: Any = None, log: Callable[[str], None] = prin
         spec, structures, models, dft, datasets,
         ResultCache(store, ctx.key("validation")),
         eos_structures=spec.eos.structures or default_bulk or None,
-        vacancy_structure=spec.vacancy.structure or _first_bulk(cfg, "vacancy"),
-        phonon_structure=spec.phonons.structure or _first_bulk(cfg, "phonons"),
+        vacancy_structure=spec.vacancy.structure or first_bulk(cfg, "vacancy"),
+        phonon_structure=spec.phonons.structure or first_bulk(cfg, "phonons"),
         diffusion_structure=spec.diffusion.structure, parity_skip=skip, log=log)
-    return write_report(store, ctx.key("report"), res, ctx.run_id, keys)
+    # the stages' property targets are judged on the final models too (student included)
+    targets = {n: tol for st in cfg.stages for n, tol in st.converge.targets.items()}
+    return write_report(store, ctx.key("report"), res, ctx.run_id, keys,
+                        {**targets, **spec.targets})

@@ -80,8 +80,10 @@ def test_worker_killed_during_labelling(tmp_path: Path, monkeypatch: pytest.Monk
             return False
 
         wait_for(engine_running, None, "a pw.x run on a worker", timeout=120)
-        for p in victim:  # the worker and its engine: all of that process tree dies
-            p.kill()
+        worker, engine = victim[0], victim[1:]
+        worker.kill()  # the worker only: its engine must not outlive it (the guard)
+        _, alive = psutil.wait_procs(engine, timeout=10)
+        assert not alive, f"the engine outlived its worker: {[p.cmdline() for p in alive]}"
         killed_calls = len(pw_calls(tmp_path))
         t.join(timeout=300)
         new_pids = _worker_pids(client)
@@ -98,7 +100,8 @@ def test_worker_killed_during_labelling(tmp_path: Path, monkeypatch: pytest.Monk
     twice = {h for h in calls if calls.count(h) > 1}
     assert len(twice) <= 1 and len(calls) <= 7
     assert killed_calls >= 1
-    record(Fault("test_worker_killed_during_labelling", "SIGKILL of a Dask worker inside pw.x",
+    record(Fault("test_worker_killed_during_labelling",
+                 "SIGKILL of a Dask worker inside pw.x (its pw.x dies with it)",
                  runs_completed=1, frames_lost=6 - len(res.labelled),
                  dft_repeated=0, outcome="task rescheduled; 6/6 frames, no duplicate"))
 
