@@ -785,6 +785,10 @@ class ValidationSpec(Strict):
     """
 
     enabled: bool = True
+    # also validate the raw foundation (the fine-tunes' starting point, in its own energy
+    # reference: only energy differences are compared, no parity): says what fine-tuning
+    # gained or lost on each property, e.g. phase energies a one-phase fine-tune spoils
+    foundation: bool = False
     eos: EOSValidation = EOSValidation()
     vacancy: VacancyValidation = VacancyValidation()
     phonons: PhononValidation = PhononValidation()
@@ -878,6 +882,9 @@ class ClusterSpec(Strict):
     address: str | None = None
     jobqueue: JobQueueSpec | None = None
     dft_jobqueue: JobQueueSpec | None = None
+    # where fine-tuning, MD, teacher labels, student training and validation run (pfd.device):
+    # auto = CUDA when torch sees it; cpu keeps them off a GPU; cuda fails unless one is there
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
     def _one_kind(self) -> ClusterSpec:
@@ -940,6 +947,14 @@ class PFDConfig(Strict):
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stages: names must be unique, got {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _foundation_as_given(self) -> PFDConfig:
+        if self.validation.foundation and self.finetune.backend != "sevennet":
+            raise ValueError(f"validation.foundation: true needs finetune.backend sevennet "
+                             f"(got {self.finetune.backend!r}: its foundation has no "
+                             "calculator as given); set it false")
         return self
 
     @model_validator(mode="after")

@@ -53,7 +53,8 @@ def log_directory(spec: JobQueueSpec, log_dir: Path | None) -> str | None:
 
 
 def build_jobqueue_cluster(spec: JobQueueSpec, log_dir: Path | None = None,
-                           job_name: str = "pfd-worker") -> Any:
+                           job_name: str = "pfd-worker",
+                           env: dict[str, str] | None = None) -> Any:
     """A SLURMCluster/PBSCluster for ``spec``, with no job submitted yet: each job books
     ``cores`` CPUs and ``memory`` and runs ``processes`` single-task workers.
 
@@ -66,7 +67,7 @@ def build_jobqueue_cluster(spec: JobQueueSpec, log_dir: Path | None = None,
     from dask.utils import parse_bytes
     from dask_jobqueue import PBSCluster, SLURMCluster
 
-    prologue = [f"export {k}={v}" for k, v in WORKER_ENV.items()]
+    prologue = [f"export {k}={v}" for k, v in {**WORKER_ENV, **(env or {})}.items()]
     logs = log_directory(spec, log_dir)
     lifetime = worker_lifetime_s(spec.walltime)
     processes = spec.processes or spec.cores
@@ -93,11 +94,12 @@ def build_jobqueue_cluster(spec: JobQueueSpec, log_dir: Path | None = None,
 
 
 def start_jobqueue_cluster(spec: JobQueueSpec, log_dir: Path | None = None,
-                           job_name: str = "pfd-worker") -> Any:
+                           job_name: str = "pfd-worker",
+                           env: dict[str, str] | None = None) -> Any:
     """The cluster with ``spec.n_jobs`` jobs kept alive: a job that ends (cancelled, failed,
     out of walltime, retired) is replaced. A plain ``scale`` never resubmits, so the
     cluster is adaptive between ``n_jobs`` and ``n_jobs``."""
-    cluster = build_jobqueue_cluster(spec, log_dir, job_name)
+    cluster = build_jobqueue_cluster(spec, log_dir, job_name, env)
     cluster.adapt(minimum_jobs=spec.n_jobs, maximum_jobs=spec.n_jobs)
     return cluster
 

@@ -34,7 +34,22 @@ def preflight(cfg: PFDConfig) -> PFDConfig:
         raise ConfigError(f"labeller.{err.field}: {err}") from None
     _check_foundation(cfg, elements)
     _check_jobqueues(cfg)
+    _check_device(cfg)
     return cfg.model_copy(update={"run_id": cfg.resolved_run_id})
+
+
+def _check_device(cfg: PFDConfig) -> None:
+    """``cluster.device: cuda`` on a local cluster needs a GPU torch can see here (batch
+    jobs and a remote scheduler run elsewhere: their nodes are not this machine)."""
+    c = cfg.cluster
+    if c.device != "cuda" or c.jobqueue is not None or c.address is not None:
+        return
+    from pfd.device import DeviceError, torch_device
+
+    try:
+        torch_device("cuda")
+    except DeviceError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _check_jobqueues(cfg: PFDConfig) -> None:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv and installs pfd with the whole stack, CPU only.
 #   - torch is pinned to 2.13.0 (a CPU wheel of it is provided locally) so nothing pulls CUDA.
+#     On a CUDA machine: install a CUDA build of torch 2.13.0 into .venv first and run this
+#     with PFD_TORCH_VARIANT=cuda (it keeps that build and builds deepmd-kit for CUDA).
 #   - deepmd-kit 3.2.0 is built from its sdist: the PyPI wheel's PyTorch ops are compiled
 #     for torch 2.11 and fail to load with 2.13 (see DESIGN.md). MPI discovery is disabled
 #     because Debian's QE brings the Open MPI runtime without its headers.
@@ -8,9 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+variant=${PFD_TORCH_VARIANT:-cpu}   # cpu | cuda
+case "$variant" in cpu|cuda) ;; *) echo "PFD_TORCH_VARIANT=$variant: allowed cpu, cuda" >&2; exit 2;; esac
 VENV=.venv
 stamp="$VENV/.pfd-installed"
-key=$(cat pyproject.toml "$0" | sha256sum | cut -c1-16)
+key=$( (cat pyproject.toml "$0"; echo "$variant") | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
   echo "python deps: up to date ($VENV)"
   exit 0
@@ -26,12 +30,15 @@ if ! "$VENV/bin/python" -c "import deepmd, deepmd.pt.cxx_op as c; assert c.ENABL
   "${pip[@]}" install scikit-build-core setuptools_scm "cmake>=3.25.2" ninja packaging \
     dependency_groups hatch-fancy-pypi-readme
   CMAKE_ARGS="-DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON" DP_ENABLE_TENSORFLOW=0 DP_ENABLE_PYTORCH=1 \
-    DP_VARIANT=cpu "${pip[@]}" install --no-build-isolation --no-binary deepmd-kit \
+    DP_VARIANT=$variant "${pip[@]}" install --no-build-isolation --no-binary deepmd-kit \
     "deepmd-kit==3.2.0"
 fi
 "$VENV/bin/python" - <<'PYEOF'
 import torch, deepmd.pt.cxx_op as c, sevenn, prefect
-assert torch.__version__.startswith("2.13.0") and "+cpu" in torch.__version__, torch.__version__
+import os
+cpu = os.environ.get("PFD_TORCH_VARIANT", "cpu") == "cpu"
+assert torch.__version__.startswith("2.13.0") and ("+cpu" in torch.__version__) == cpu, (
+    f"torch {torch.__version__} with PFD_TORCH_VARIANT={'cpu' if cpu else 'cuda'}")
 assert c.ENABLE_CUSTOMIZED_OP, "deepmd-kit custom ops missing"
 print(f"python deps: torch {torch.__version__}, prefect {prefect.__version__}, sevenn {sevenn.__version__}")
 PYEOF

@@ -10,6 +10,7 @@ parameter.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pfd.config import ClusterSpec, JobQueueSpec
+from pfd.device import device_env
 from pfd.jobqueue import WORKER_ENV, start_jobqueue_cluster
 
 #: the active clients: "default" runs everything, "dft" (if configured) the DFT labels
@@ -29,19 +31,20 @@ def _client_for(spec: ClusterSpec, jobqueue_logs: Path | None, stack: ExitStack)
     if spec.address:
         return stack.enter_context(Client(spec.address))
     if spec.jobqueue is not None:
-        return _jobqueue_client(spec.jobqueue, jobqueue_logs, "pfd-worker", stack)
+        return _jobqueue_client(spec.jobqueue, jobqueue_logs, "pfd-worker", stack,
+                                device_env(spec.device))
     cluster = stack.enter_context(LocalCluster(
         n_workers=spec.n_workers, threads_per_worker=spec.threads_per_worker,
         processes=True, dashboard_address=None, silence_logs=logging.WARNING,
-        env=WORKER_ENV))
+        env={**WORKER_ENV, **device_env(spec.device)}))
     return stack.enter_context(Client(cluster))
 
 
 def _jobqueue_client(spec: JobQueueSpec, logs: Path | None, job_name: str,
-                     stack: ExitStack) -> Any:
+                     stack: ExitStack, env: dict[str, str] | None = None) -> Any:
     from dask.distributed import Client
 
-    cluster = stack.enter_context(start_jobqueue_cluster(spec, logs, job_name))
+    cluster = stack.enter_context(start_jobqueue_cluster(spec, logs, job_name, env))
     return stack.enter_context(Client(cluster))
 
 
@@ -54,6 +57,10 @@ def dask_cluster(spec: ClusterSpec, workdir: Path | None = None) -> Iterator[Any
     first. Batch-job logs go under ``workdir/jobqueue-logs`` unless the spec says where.
     """
     global _clients
+    # steps in this process (the flow's own) follow cluster.device too, for the block
+    dev_env = device_env(spec.device)
+    saved = {k: os.environ.get(k) for k in dev_env}
+    os.environ.update(dev_env)
     logs = workdir / "jobqueue-logs" if workdir is not None else None
     previous = _clients
     with ExitStack() as stack:
@@ -66,6 +73,11 @@ def dask_cluster(spec: ClusterSpec, workdir: Path | None = None) -> Iterator[Any
             yield clients["default"]
         finally:
             _clients = previous
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 Progress = Callable[[int, int], None]

@@ -38,6 +38,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from pfd import frames as fr
 from pfd.config import FinetuneSpec, looks_like_path
 from pfd.models.meta import MODEL_JSON
+from pfd.device import torch_device
 from pfd.threads import pin_threads
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def _raw_calculator(checkpoint: str, threads: int) -> Calculator:
     from sevenn.calculator import SevenNetCalculator
 
     with _quiet_sevenn():
-        return SevenNetCalculator(model=checkpoint_path(checkpoint))
+        return SevenNetCalculator(model=checkpoint_path(checkpoint), device=torch_device())
 
 
 def foundation_calculator(name: str = "7net-0", threads: int = 1) -> Calculator:
@@ -479,7 +480,7 @@ def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
     valid_loader = DataLoader(valid_ds, batch_size=settings.batch_size, shuffle=False)
 
     losses = _loss_functions(settings, use_stress)
-    trainer = Trainer(model, losses, optimizer_cls=torch.optim.Adam,
+    trainer = Trainer(model, losses, device=torch_device(), optimizer_cls=torch.optim.Adam,
                       optimizer_args={"lr": settings.learning_rate},
                       scheduler_cls=torch.optim.lr_scheduler.ExponentialLR,
                       scheduler_args={"gamma": _LR_GAMMA})

@@ -254,12 +254,12 @@ class _Runner:
                 self.res.diffusion[m] = dif.DiffusionResult(st, runs, fits, notes)
 
     def run_parity(self, datasets: dict[str, Callable[[], list[Atoms]]],
-                   skip: dict[str, str]) -> None:
+                   skip: dict[str, list[str]]) -> None:
         n = self.spec.parity.max_frames_per_dataset
         for ds, load in datasets.items():
             frames: list[Atoms] | None = None
             for m in self.models:
-                if skip.get(ds) == m:
+                if m in skip.get(ds, ()):
                     continue  # a model against its own labels is zero by construction
                 settings = {"dataset": ds, "model": self.identity(m), "max_frames": n}
 
@@ -283,7 +283,7 @@ def run_validation(spec: ValidationSpec, structures: dict[str, Atoms], models: d
                    cache: ResultCache | None = None, eos_structures: list[str] | None = None,
                    vacancy_structure: str | None = None, phonon_structure: str | None = None,
                    diffusion_structure: str | None = None,
-                   parity_skip: dict[str, str] | None = None,
+                   parity_skip: dict[str, list[str]] | None = None,
                    log: Callable[[str], None] = print) -> ValidationResults:
     """Every enabled property for every model (and DFT where the spec affords it).
 
@@ -313,6 +313,25 @@ def run_validation(spec: ValidationSpec, structures: dict[str, Atoms], models: d
 
 
 # --------------------------------------------------------------------------- a stored run
+#: the model name of the raw foundation (``validation.foundation``)
+FOUNDATION = "foundation"
+
+
+def foundation_model(cfg: PFDConfig) -> Model:
+    """The run's foundation model as given (no fine-tune, no energy shift)."""
+    ft = cfg.finetune
+    if ft.backend != "sevennet":
+        raise ValueError(f"validation.foundation: only the sevennet backend's foundation can "
+                         f"be validated as given (finetune.backend is {ft.backend!r})")
+
+    def load() -> Calculator:
+        from pfd.models.sevennet import foundation_calculator
+
+        return foundation_calculator(ft.foundation, threads=1)
+
+    return Model(load, f"foundation:{ft.foundation}")
+
+
 def model_factory(store_url: str, key: str, cache_root: str) -> CalculatorFactory:
     def load() -> Calculator:
         from pathlib import Path
@@ -369,6 +388,8 @@ def validate_run(ctx: Any, map_fn: Any = None, log: Callable[[str], None] = prin
                          f"{ctx.store_url}: nothing to validate (has the run finished?)")
     models = {m: Model(model_factory(ctx.store_url, k, str(ctx.workdir)), k)
               for m, k in keys.items()}
+    if spec.foundation:
+        models[FOUNDATION] = foundation_model(cfg)
     dft = None
     if spec.eos.dft_points or spec.vacancy.dft or spec.phonons.dft_gamma:
         # without DFT, labels (and stored results) already paid for are still shown
@@ -377,7 +398,9 @@ def validate_run(ctx: Any, map_fn: Any = None, log: Callable[[str], None] = prin
     structures = {n: fs[0] for n, fs in load_structures(cfg).items()}
     data_keys = labelled_datasets(store, ctx.run_id)
     datasets = {name: (lambda k=k: store.get_frames(k)) for name, k in data_keys.items()}
-    skip = {n: "teacher" for n in data_keys if n.startswith("distill/")}
+    skip = {n: ["teacher"] for n in data_keys if n.startswith("distill/")}
+    for n in data_keys:  # the foundation's energies are in its own reference
+        skip.setdefault(n, []).append(FOUNDATION)
     default_bulk = bulk_structures(cfg)
     res = run_validation(
         spec, structures, models, dft, datasets,
