@@ -37,8 +37,8 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from pfd import frames as fr
 from pfd.config import FinetuneSpec, looks_like_path
-from pfd.models.meta import MODEL_JSON
 from pfd.device import torch_device
+from pfd.models.meta import MODEL_JSON
 from pfd.threads import pin_threads
 
 log = logging.getLogger(__name__)
