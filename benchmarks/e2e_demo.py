@@ -85,7 +85,7 @@ def main() -> None:
     from _overhead import overhead, overhead_markdown
 
     from pfd.config import load_config
-    from pfd.run_store import status_rows
+    from pfd.run_store import force_call_totals, status_rows
     from pfd.store import LocalStore
 
     cfg = load_config(config)
@@ -120,6 +120,8 @@ def main() -> None:
                     "vs_teacher_energy_rmse_meV_atom":
                         table["student_vs_teacher"]["energy_rmse_meV_atom"]},
         "synthetic_frames": distill["synthetic"]["n_train"] + distill["synthetic"]["n_test"],
+        # model force calls per phase (issue 17: what exploration and distillation cost)
+        "force_calls": force_call_totals(st, rid),
         "orchestration": overhead(st, rid, run_s, env, cfg.cluster.n_workers),
     }
     write_result(args.out_dir, name, result)
@@ -130,7 +132,9 @@ def main() -> None:
             "| phase | wall s |", "|---|---|"]
     body += [f"| {k} | {v} |" for k, v in w.items()]
     body += ["", f"DFT frames (QE pw.x): **{dft_frames}**; teacher-labelled synthetic frames: "
-             f"{result['synthetic_frames']}.", "",
+             f"{result['synthetic_frames']}. Model force calls: " + ", ".join(
+                 f"{p} {c['force_calls']:,} ({c['atom_steps']:,} atom-steps)"
+                 for p, c in result["force_calls"].items()) + ".", "",
              "| model | tested on | E RMSE meV/atom | F RMSE eV/Å |", "|---|---|---|---|"]
     body += [f"| {r['model']} | {r['data']} ({r['n_frames']} frames) | "
              f"{r['energy_rmse_meV_atom']:.2f} | {r['force_rmse_eV_A']:.3f} |"

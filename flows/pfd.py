@@ -62,6 +62,7 @@ def stage_flow(ctx: RunContext, stage_idx: int, datasets: list[str],
             model_key = t.finetune(ctx, trained_on)["model"]
         with rs.timed(ctx, "explore"):
             ex = t.explore(ctx, model_key, stage.groups, keys.explore)
+        rs.record_force_calls(ctx, "explore", keys.explore, ex)
         sel = t.filter_select(ctx, ex["keys"], datasets, stage, keys.prefix)
         with rs.timed(ctx, "dft"):
             lab = t.label(ctx, sel["candidates"], keys.prefix)
@@ -106,6 +107,7 @@ def distill_flow(ctx: RunContext, teacher_key: str) -> dict[str, Any]:
     rid = ctx.run_id
     with rs.timed(ctx, "distill"):
         ex = t.explore(ctx, teacher_key, d.groups, rs.distill_explore_prefix(rid))
+        rs.record_force_calls(ctx, "distill", rs.distill_explore_prefix(rid), ex)
         syn = t.synthetic(ctx, ex["keys"])
         student = t.train_student(ctx, syn)["model"]
         dft = rs.all_dft_keys(ctx.store, rid)

@@ -83,6 +83,11 @@ def status(run_id: str, store: StoreOpt = None) -> None:
             ["model", "tested on", "frames", "E RMSE meV/atom", "F RMSE eV/Å"],
             [[r["model"], r["data"], fmt(r["n_frames"]), fmt(r["energy_rmse_meV_atom"]),
               fmt(r["force_rmse_eV_A"])] for r in rec["table"]]))
+    calls = rs.force_call_totals(st, run_id)
+    if calls:
+        typer.echo("\nmodel force calls (MD steps + starts): " + ", ".join(
+            f"{phase} {c['force_calls']:,} in {c['trajectories']} trajectories "
+            f"({c['atom_steps']:,} atom-steps)" for phase, c in calls.items()))
     for w in info.get("warnings", []):
         typer.secho(f"warning: {w}", fg=typer.colors.YELLOW)
 

@@ -50,6 +50,10 @@ def run_info_key(run_id: str) -> str:
     return run_key(run_id, "run.json")
 
 
+def force_calls_key(run_id: str) -> str:
+    return run_key(run_id, "force_calls.json")
+
+
 def timings_key(run_id: str) -> str:
     return run_key(run_id, "timings.json")
 
@@ -185,6 +189,30 @@ def timed(ctx: RunContext, name: str) -> Iterator[None]:
     t0 = time.perf_counter()
     yield
     add_phase_time(ctx, name, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- force calls
+def record_force_calls(ctx: RunContext, phase: str, explore_prefix: str,
+                       explored: dict[str, Any]) -> None:
+    """Model force calls and atom-steps of one exploration (``explore``'s result) under
+    ``phase`` in ``force_calls.json``, keyed by its prefix: a resumed run rewrites the same
+    entry instead of counting it twice."""
+    store, key = ctx.store, force_calls_key(ctx.run_id)
+    rec = store.get_json(key) if store.exists(key) else {}
+    rec.setdefault(phase, {})[explore_prefix] = {
+        "trajectories": int(explored["trajectories"]),
+        "force_calls": int(explored["force_calls"]),
+        "atom_steps": int(explored["atom_steps"])}
+    store.put_json(key, rec)
+
+
+def force_call_totals(store: ArtifactStore, run_id: str) -> dict[str, dict[str, int]]:
+    """phase → total trajectories, force calls and atom-steps (``{}`` before any MD)."""
+    key = force_calls_key(run_id)
+    rec = store.get_json(key) if store.exists(key) else {}
+    return {phase: {f: sum(int(e[f]) for e in by.values())
+                    for f in ("trajectories", "force_calls", "atom_steps")}
+            for phase, by in rec.items()}
 
 
 # --------------------------------------------------------------------------- iterations

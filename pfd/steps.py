@@ -251,7 +251,11 @@ def explore(ctx: RunContext, model_key: str, groups: list[MDGroup], out_prefix: 
                     [s for s, _ in todo], [a for _, a in todo], [out_prefix] * n,
                     [str(ctx.workdir)] * n))
     records = [store.get_json(record_key(out_prefix, s.traj_id)) for s, _ in plan]
+    # model force calls: one per MD step and one at the start (what exploration costs)
+    calls = [int(r["steps_done"]) + 1 for r in records]
     return {"trajectories": len(plan), "ran": len(todo),
+            "force_calls": sum(calls),
+            "atom_steps": sum(c * len(a) for c, (_, a) in zip(calls, plan, strict=True)),
             "frames": sum(int(r["n_frames"]) for r in records),
             "stopped_early": {r["traj_id"]: r["stopped"] for r in records if r["stopped"]},
             "keys": [k for r in records for k in frame_keys(r, out_prefix)]}

@@ -176,6 +176,12 @@ def test_iteration_records_are_consistent(run: dict[str, Any]) -> None:
     assert "did NOT converge" in st.get_text("runs/tiny/report/summary.md")
 
 
+def st_calls(run: dict[str, Any]) -> dict[str, dict[str, int]]:
+    from pfd.run_store import force_call_totals
+
+    return force_call_totals(run["store"], "tiny")
+
+
 def test_status_command_prints_table(run: dict[str, Any]) -> None:
     out = subprocess.run([PFD, "status", "tiny", "--store", str(run["store"].url)],
                          env=run["env"], capture_output=True, text=True, timeout=120)
@@ -187,6 +193,14 @@ def test_status_command_prints_table(run: dict[str, Any]) -> None:
     data = [ln for ln in lines if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
     assert len(data) == 2
     assert "distillation:" in out.stdout and "| student | dft |" in out.stdout
+    # force calls: one per MD step plus the start, per trajectory (none stopped early):
+    # stage 1 two 40-step diamond runs, stage 2 one vacancy run; distillation 2 × 2 × 60
+    calls = st_calls(run)
+    assert calls["explore"] == {"trajectories": 3, "force_calls": 3 * 41,
+                                "atom_steps": 2 * 41 * 8 + 41 * 7}
+    assert calls["distill"] == {"trajectories": 4, "force_calls": 4 * 61,
+                                "atom_steps": 2 * 61 * 8 + 2 * 61 * 7}
+    assert "model force calls (MD steps + starts): explore 123 in 3 trajectories" in out.stdout
     missing = subprocess.run([PFD, "status", "nope", "--store", str(run["store"].url)],
                              env=run["env"], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no run 'nope'" in missing.stderr
