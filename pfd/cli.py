@@ -1,4 +1,5 @@
-"""``pfd`` command line, the library's commands: check, validate, report, status, fetch, ls.
+"""``pfd`` command line, the library's commands: check, validate, report, status, fetch, ls,
+labels.
 
 None of them needs Prefect: ``status`` and ``ls`` read only the store, so they work from
 any machine that can reach it, with no Prefect server. ``pfd run`` starts the flow, so it
@@ -198,6 +199,55 @@ def list_runs(store: StoreOpt = None) -> None:
     for r in rs.list_runs(st):
         info = rs.read_run_info(st, r)
         typer.echo(f"{r}\t{info.get('status', 'unknown')}")
+
+
+labels_app = typer.Typer(no_args_is_help=True,
+                         help="The DFT label cache: move paid-for labels between stores.")
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("export")
+def labels_export(
+    out: Annotated[Path, typer.Argument(help="extxyz file to write")],
+    store: StoreOpt = None,
+    labeller: Annotated[str | None, typer.Option(
+        help="only this labeller fingerprint (a directory under labels/)")] = None,
+) -> None:
+    """Write every cached DFT label of the store to one extxyz file."""
+    from ase.io import write
+
+    from pfd.label.transfer import cached_labels
+
+    frames = cached_labels(_store(store), labeller)
+    if not frames:
+        _fail(f"no cached labels{f' of labeller {labeller!r}' if labeller else ''} in the store")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write(out, frames, format="extxyz")
+    fps = sorted({a.info["labeller_fingerprint"] for a in frames})
+    typer.echo(f"{len(frames)} labels ({', '.join(fps)}) → {out}")
+
+
+@labels_app.command("import")
+def labels_import(
+    file: Annotated[Path, typer.Argument(help="a file written by `pfd labels export`")],
+    store: StoreOpt = None,
+) -> None:
+    """Add exported labels to the store's label cache (never overwrites one)."""
+    from ase.io import read
+
+    from pfd.label.transfer import LabelImportError, import_labels
+
+    try:
+        frames = read(file, index=":", format="extxyz")
+    except (OSError, ValueError, StopIteration) as err:
+        _fail(f"{file}: cannot read as extxyz ({err})")
+        return
+    try:
+        res = import_labels(_store(store), frames, source=str(file))
+    except LabelImportError as err:
+        _fail(str(err))
+        return
+    typer.echo(f"{file}: {res.summary()}")
 
 
 def main() -> None:  # pragma: no cover
