@@ -91,11 +91,11 @@ def run_part(config: Path, store: str, workdir: Path) -> dict[str, Any]:
     parts_file = workdir / f"si_phases_parts.{yaml.safe_load(config.read_text())['run_id']}.json"
     parts = json.loads(parts_file.read_text()) if parts_file.exists() else []
     pfd = str(Path(sys.executable).parent / "pfd")
-    t0 = time.perf_counter()
+    started, t0 = utc_now(), time.perf_counter()
     proc = subprocess.run([pfd, "run", str(config), "--store", store, "--workdir",
                            str(workdir)], env=dict(os.environ,
                                                    PREFECT_SERVER_ANALYTICS_ENABLED="false"))
-    parts.append({"started": utc_now(), "wall_s": round(time.perf_counter() - t0, 1),
+    parts.append({"started": started, "wall_s": round(time.perf_counter() - t0, 1),
                   "exit": proc.returncode})
     parts_file.write_text(json.dumps(parts, indent=1))
     return {"parts": parts, "completed": proc.returncode == 0}
