@@ -120,7 +120,7 @@ def per_phase_errors(frames: list[Atoms], predicted: list[Atoms]) -> dict[str, A
     offset = float(de.mean())
     groups: dict[str, list[int]] = defaultdict(list)
     for i, a in enumerate(frames):
-        groups[str(a.info["structure"])].append(i)
+        groups[str(a.info.get("structure", "unnamed"))].append(i)
     groups["all"] = list(range(len(frames)))
 
     def rows(idx: list[int]) -> dict[str, float]:

@@ -60,3 +60,14 @@ def test_an_edited_or_foreign_file_imports_nothing(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "frame 0 has no labeller_fingerprint" in r.output
     assert "Traceback" not in r.output
     assert len(read(plain, ":")) == 1
+
+
+def test_the_repositorys_si_phases_labels_import_cleanly(tmp_path: Path) -> None:
+    """benchmarks/data/si_phases_labels.extxyz (a run's QE labels, carried to the next
+    machine) is intact: every frame matches its hash and lands in one labeller's cache."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks/data/si_phases_labels.extxyz"
+    frames = read(path, ":")
+    st = LocalStore(tmp_path / "s")
+    res = import_labels(st, frames, str(path))
+    assert res.imported == len(frames) >= 48 and res.present == 0
+    assert len({a.info["labeller_fingerprint"] for a in frames}) == 1
