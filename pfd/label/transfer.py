@@ -5,8 +5,8 @@ Why: DFT hours belong to the user, not to one store. A run moved from a laptop t
 from one cluster to another, or started again on a fresh machine finds every frame it
 already paid for, provided the labeller settings are the same: each label carries its
 labeller fingerprint and the hash of the geometry it was computed for, and lands under
-the same cache key (``labels/<fingerprint>/<frame hash>.extxyz``) it had, so only an identical labeller ever
-reads it. An import never overwrites a label already in the store, and refuses a frame
+the same cache key (``labels/<fingerprint>/<frame hash>.extxyz``) it had, so only an
+identical labeller ever reads it. An import never overwrites a label already in the store, and refuses a frame
 whose geometry no longer matches its hash (an edited file) or that carries no labels.
 """
 
