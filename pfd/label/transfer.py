@@ -6,8 +6,9 @@ from one cluster to another, or started again on a fresh machine finds every fra
 already paid for, provided the labeller settings are the same: each label carries its
 labeller fingerprint and the hash of the geometry it was computed for, and lands under
 the same cache key (``labels/<fingerprint>/<frame hash>.extxyz``) it had, so only an
-identical labeller ever reads it. An import never overwrites a label already in the store, and refuses a frame
-whose geometry no longer matches its hash (an edited file) or that carries no labels.
+identical labeller ever reads it. An import never overwrites a label already in the
+store, and refuses a frame whose geometry no longer matches its hash (an edited file) or
+that carries no labels.
 """
 
 from __future__ import annotations
