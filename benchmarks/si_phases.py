@@ -203,20 +203,14 @@ def validation_figures(nums: dict[str, Any], phases: list[str]) -> dict[str, Any
                     row[q][f"{m}_err"] = (d if q == "dE0_meV_atom" else d / ref)
         out["phases"][ph] = row
     for name in sorted(vals):
-        if name.startswith("vacancy."):
-            ref = v(name, "dft")
-            out["vacancy"][name] = {m: v(name, m) for m in ("dft", *models)}
-            for m in models:
-                x = v(name, m)
-                if x is not None and ref is not None:
-                    out["vacancy"][name][f"{m}_err"] = x - ref
-        if name.startswith("phonons."):
-            ref = v(name, "dft")
-            out["phonons"][name] = {m: v(name, m) for m in ("dft", *models)}
-            for m in models:
-                x = v(name, m)
-                if x is not None and ref is not None:
-                    out["phonons"][name][f"{m}_err"] = x - ref
+        kind = name.split(".", 1)[0]
+        if kind not in ("vacancy", "phonons"):
+            continue
+        ref = v(name, "dft")
+        row = out[kind][name] = {m: v(name, m) for m in ("dft", *models)}
+        for m in models:
+            if row[m] is not None and ref is not None:
+                row[f"{m}_err"] = row[m] - ref
     return out
 
 
