@@ -147,20 +147,14 @@ def model_errors(models: dict[str, Any], frames: list[Atoms]) -> dict[str, Any]:
 
 
 def run_models(store_url: str, run_id: str, cache: Path) -> dict[str, Any]:
-    """The run's teacher and student, as ASE calculators (from the store's model cache)."""
+    """The run's teacher and student (the models ``pfd validate`` finds), as ASE
+    calculators from the store's model cache."""
     from pfd.model_cache import cached_calculator
-    from pfd.run_store import read_distill_record, read_teacher_model
     from pfd.store import open_store
+    from pfd.validate.run import run_models as model_keys
 
-    st = open_store(store_url)
-    out = {}
-    teacher = read_teacher_model(st, run_id)
-    if teacher:
-        out["teacher"] = cached_calculator(store_url, teacher, str(cache), 1)
-    rec = read_distill_record(st, run_id)
-    if rec:
-        out["student"] = cached_calculator(store_url, rec["student"], str(cache), 1)
-    return out
+    return {name: cached_calculator(store_url, key, str(cache), 1)
+            for name, key in model_keys(open_store(store_url), run_id).items()}
 
 
 # --------------------------------------------------------------------------- the run's record
