@@ -26,6 +26,7 @@ from prefect.artifacts import (
 from pfd import run_store as rs
 from pfd import steps
 from pfd.config import PFDConfig
+from pfd.distill.student import publish_final
 from pfd.iteration_budget import skipped_stage_note, stage_iterations, stage_note
 from pfd.preflight import check_config, check_config_file
 from pfd.report import status_records
@@ -101,25 +102,47 @@ def stage_flow(ctx: RunContext, stage_idx: int, datasets: list[str],
 
 @flow(name="pfd-distill")
 def distill_flow(ctx: RunContext, teacher_key: str) -> dict[str, Any]:
-    """Teacher-driven MD → teacher-labelled synthetic data → student → tests."""
+    """Teacher data → student → rounds of the student's own MD judged by the teacher →
+    the final student, tested against teacher and DFT and audited by DFT on its own MD."""
+    from pfd.distill.refine import default_bound
+
     d = ctx.cfg.distill
     assert d is not None
     rid = ctx.run_id
     with rs.timed(ctx, "distill"):
-        ex = t.explore(ctx, teacher_key, d.groups, rs.distill_explore_prefix(rid))
-        rs.record_force_calls(ctx, "distill", rs.distill_explore_prefix(rid), ex)
-        syn = t.synthetic(ctx, ex["keys"])
-        student = t.train_student(ctx, syn)["model"]
+        explored: list[str] = []
+        if d.teacher_md:
+            ex = t.explore(ctx, teacher_key, d.groups, rs.distill_explore_prefix(rid))
+            rs.record_force_calls(ctx, "distill", rs.distill_explore_prefix(rid), ex)
+            explored = ex["keys"]
+        syn = t.synthetic(ctx, explored, teacher_key)
         dft = rs.all_dft_keys(ctx.store, rid)
+        teacher_vs_dft = t.test_model(ctx, teacher_key, dft,
+                                      rs.distill_test_key(rid, "teacher_vs_dft"))
+        bound = default_bound(d, teacher_vs_dft["force_rmse_eV_A"])
+        train_keys = [syn["train"]]
+        student = t.train_student(ctx, 0, train_keys, syn["test"])["model"]
+        rounds: list[dict[str, Any]] = []
+        for r in range(1, d.refine.rounds + 2):  # N retrains need N + 1 measurements
+            rounds.append(t.student_round(ctx, r, student, teacher_key, bound))
+            if rounds[-1]["converged"] or r == d.refine.rounds + 1:
+                break
+            train_keys.append(rounds[-1]["added"])
+            student = t.train_student(ctx, r, train_keys, syn["test"], init_from=student,
+                                      steps=d.refine.steps or max(1, d.student.steps // 2)
+                                      )["model"]
+        final = publish_final(ctx, student)
         tests = {
-            "student_vs_teacher": t.test_model(ctx, student, [syn["test"]],
+            "student_vs_teacher": t.test_model(ctx, final, [syn["test"]],
                                                rs.distill_test_key(rid, "student_vs_teacher")),
-            "student_vs_dft": t.test_model(ctx, student, dft,
+            "student_vs_dft": t.test_model(ctx, final, dft,
                                            rs.distill_test_key(rid, "student_vs_dft")),
-            "teacher_vs_dft": t.test_model(ctx, teacher_key, dft,
-                                           rs.distill_test_key(rid, "teacher_vs_dft")),
+            "teacher_vs_dft": teacher_vs_dft,
         }
-    record = rs.write_distill_record(ctx, student, teacher_key, syn, tests)
+        audit = (t.student_audit(ctx, final, teacher_key, rounds[-1]["explored_keys"])
+                 if d.audit_frames else None)
+    record = rs.write_distill_record(ctx, final, teacher_key, syn, tests, rounds=rounds,
+                                     train_keys=train_keys, audit=audit)
     return record | {"tests": tests}
 
 

@@ -77,18 +77,16 @@ def status(run_id: str, store: StoreOpt = None) -> None:
     typer.echo(status_markdown(rs.status_rows(st, run_id)))
     rec = rs.read_distill_record(st, run_id)
     if rec is not None:
-        from pfd.report import fmt, markdown_table
+        from pfd.report import distill_markdown
 
         typer.echo("\ndistillation:")
-        typer.echo(markdown_table(
-            ["model", "tested on", "frames", "E RMSE meV/atom", "F RMSE eV/Å"],
-            [[r["model"], r["data"], fmt(r["n_frames"]), fmt(r["energy_rmse_meV_atom"]),
-              fmt(r["force_rmse_eV_A"])] for r in rec["table"]]))
+        typer.echo(distill_markdown(rec))
     calls = rs.force_call_totals(st, run_id)
     if calls:
-        typer.echo("\nmodel force calls (MD steps + starts): " + ", ".join(
-            f"{phase} {c['force_calls']:,} in {c['trajectories']} trajectories "
-            f"({c['atom_steps']:,} atom-steps)" for phase, c in calls.items()))
+        typer.echo("\nmodel force calls (MD steps + starts, or frames labelled): " + ", ".join(
+            f"{phase} {c['force_calls']:,} "
+            + (f"in {c['trajectories']} trajectories " if c["trajectories"] else "")
+            + f"({c['atom_steps']:,} atom-steps)" for phase, c in calls.items()))
     for w in info.get("warnings", []):
         typer.secho(f"warning: {w}", fg=typer.colors.YELLOW)
 
@@ -122,7 +120,8 @@ def validate_run(
     = False,
 ) -> None:
     """Validate a finished run's teacher and student (E-V, vacancy, phonons, diffusion,
-    parity) against each other and the run's DFT labeller; report in runs/<id>/report/."""
+    NVE stability, parity) against each other and the run's DFT labeller; report in
+    runs/<id>/report/."""
     if run_id.endswith((".yaml", ".yml")) and Path(run_id).is_file():
         _fail(f"{run_id} is a config file: did you mean `pfd check {run_id}`? "
               "(`pfd validate` takes the id of a finished run)")

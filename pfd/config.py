@@ -682,12 +682,73 @@ class StageSpec(Strict):
     max_iterations: PositiveInt = 3
 
 
+class DistillDataSpec(Strict):
+    """What the student trains on besides the teacher's MD; each kind is counted in
+    ``distill/synthetic.json`` and the report.
+
+    The run's DFT configurations are where a user checks the student (and where the
+    teacher is best), and teacher MD at a few temperatures rarely visits them: relabelling
+    them, and a few perturbed copies of each, costs one teacher call per frame.
+    """
+
+    dft_relabel: bool = True
+    # perturbed copies of each DFT configuration, teacher-labelled (0 = none)
+    dft_copies: Annotated[int, Field(ge=0, le=50)] = 4
+    atom_displacement_A: NonNegFloat = 0.05
+    cell_strain: Annotated[float, Field(ge=0, lt=0.5)] = 0.02
+    seed: int = 1
+
+
+class RefineSpec(Strict):
+    """Student-driven refinement: the student's own MD, labelled by the teacher.
+
+    A student trained on the teacher's trajectories meets other configurations when it
+    drives MD itself; they are found by running it. Each round runs the student at the
+    distillation conditions plus one hotter temperature (``hot_factor`` × the group's
+    highest), lets the teacher label the sampled frames, adds the ``frames_per_round``
+    with the largest student–teacher force disagreement and retrains from the previous
+    student (``--init-model``, ``steps`` steps). It stops when the force RMSE between
+    student and teacher on the student's own frames is within ``bound_force_eV_A`` — by
+    default 0.75 × the teacher's own F RMSE against the run's DFT frames, the bound under
+    which independent errors keep the student within 1.25× the teacher — or after
+    ``rounds`` rounds.
+    """
+
+    rounds: Annotated[int, Field(ge=0, le=20)] = 2
+    hot_factor: Annotated[float, Field(ge=1.0, le=3.0)] = 1.2
+    frames_per_round: PositiveInt = 150
+    steps: PositiveInt | None = None  # None = half the student's steps
+    bound_force_eV_A: PositiveFloat | None = None
+    # the teacher labels at most this many of a round's sampled frames (evenly spread
+    # over the trajectories): the disagreement is a statistic, not a census
+    max_label_frames: PositiveInt = 400
+
+
 class DistillSpec(Strict):
     enabled: bool = True
     groups: list[MDGroup] = Field(min_length=1)
     max_frames: PositiveInt = 2000
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     student: StudentSpec = StudentSpec()
+    # false: the teacher runs no MD at all; ``groups`` then only drive the student's own
+    # MD (refine rounds) and the teacher labels just the frames kept from it: the
+    # student's MD costs ~1/100 of the teacher's per step
+    teacher_md: bool = Field(True, json_schema_extra=SINCE)
+    data: DistillDataSpec = Field(DistillDataSpec(), json_schema_extra=SINCE)
+    refine: RefineSpec = Field(RefineSpec(), json_schema_extra=SINCE)
+    # DFT frames from the final student's own MD, labelled by the run's labeller: the
+    # student's and the teacher's error where the student will actually run (0 = off)
+    audit_frames: int = Field(6, ge=0, le=100, json_schema_extra=SINCE)
+
+    @model_validator(mode="after")
+    def _student_has_data(self) -> DistillSpec:
+        if not self.teacher_md and not (self.data.dft_relabel or self.data.dft_copies):
+            raise ValueError("teacher_md: false needs data.dft_relabel or data.dft_copies "
+                             "(the first student must train on something)")
+        if not self.teacher_md and self.refine.rounds < 1:
+            raise ValueError("teacher_md: false needs refine.rounds >= 1 (without teacher "
+                             "MD only the student's own MD covers the groups' conditions)")
+        return self
 
 
 # --------------------------------------------------------------------------- validation
@@ -773,6 +834,47 @@ class DiffusionValidation(Strict):
         return self
 
 
+class StabilityValidation(Strict):
+    """NVE MD with each model, hotter than anything it was trained on: does it blow up,
+    does it conserve energy, do atoms come unphysically close?
+
+    A student can fit its test set and still fall apart when it drives MD itself, for
+    longer and hotter than the teacher's trajectories it learnt from. The run starts from
+    Maxwell–Boltzmann velocities at 2 × T (equipartition brings it to ~T) and integrates
+    without a thermostat, so a model whose forces are not the gradient of its energy, or
+    that has a hole it falls into, shows as energy drift or a blow-up instead of being
+    hidden by the thermostat (:mod:`pfd.validate.stability`).
+    """
+
+    enabled: bool = True
+    # None = every structure named in the config's distill groups (the stages' groups
+    # when the run has no distill block): where the student is meant to be used
+    structures: list[str] | None = None
+    # T = this × the highest distillation temperature (× the highest stage MD temperature
+    # without a distill block): a margin above the hottest training conditions
+    temperature_factor: PositiveFloat = 1.2
+    # long enough for a rare hole in the potential energy surface to be found, and for a
+    # drift of 1 meV/atom/ps to stand out of the fluctuations
+    time_ps: PositiveFloat = 20.0
+    # velocity Verlet without a thermostat: what it conserves depends on the timestep;
+    # the cap is the same unit-slip guard as the MD groups'
+    timestep_fs: Annotated[float, Field(gt=0, le=MAX_TIMESTEP_FS)] = 1.0
+    supercell: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 1, 1)
+    # the student is the model a user runs; the teacher is the reference when it fails
+    models: list[Literal["student", "teacher"]] = Field(
+        default_factory=lambda: ["student"], min_length=1)
+    seed: int = 1
+
+    @model_validator(mode="after")
+    def _enough_steps(self) -> StabilityValidation:
+        steps = self.time_ps * 1000 / self.timestep_fs
+        if steps < 10:
+            raise ValueError(f"time_ps/timestep_fs = {self.time_ps} ps / {self.timestep_fs} "
+                             f"fs gives {steps:.0f} steps; at least 10 are needed to fit "
+                             "an energy drift")
+        return self
+
+
 class ParityValidation(Strict):
     enabled: bool = True
     max_frames_per_dataset: PositiveInt = 500
@@ -793,6 +895,7 @@ class ValidationSpec(Strict):
     vacancy: VacancyValidation = VacancyValidation()
     phonons: PhononValidation = PhononValidation()
     diffusion: DiffusionValidation = DiffusionValidation()
+    stability: StabilityValidation = StabilityValidation()
     parity: ParityValidation = ParityValidation()
     # quantity name -> tolerance against the run's labeller, "10%" (relative) or 0.1
     # (absolute, in the quantity's unit), e.g. {eos.diamond.B0_GPa: 10%, vacancy.E_f_eV:
@@ -814,6 +917,8 @@ class ValidationSpec(Strict):
             ("diffusion", self.diffusion.structure)) if s is not None]
         refs += [(f"validation.vacancy.phases[{i}]", s)
                  for i, s in enumerate(self.vacancy.phases)]
+        refs += [(f"validation.stability.structures[{i}]", s)
+                 for i, s in enumerate(self.stability.structures or [])]
         return refs
 
 

@@ -63,6 +63,41 @@ def parity_png(series: dict[str, tuple[list[float], list[float]]], xlabel: str,
     return png(fig)
 
 
+def distill_markdown(distill: dict[str, Any]) -> str:
+    """The distillation record for people: test table, the frames of each kind the
+    student trained on, its refinement rounds and its DFT audit (``pfd status`` and the
+    report both print this)."""
+    out = [markdown_table(["model", "tested on", "frames", "E RMSE meV/atom", "F RMSE eV/Å"],
+                          [[r["model"], r["data"], fmt(r["n_frames"]),
+                            fmt(r["energy_rmse_meV_atom"]), fmt(r["force_rmse_eV_A"])]
+                           for r in distill["table"]])]
+    kinds = distill.get("kinds") or {}
+    if kinds:
+        out += ["", "Student training frames by kind: " + ", ".join(
+            f"{k} {v}" for k, v in kinds.items()) + "."]
+    rounds = distill.get("rounds") or []
+    if rounds:
+        out += ["", "Student MD judged by the teacher (force disagreement on the student's "
+                "own frames; the frames added train the next round's student):", "",
+                markdown_table(
+                    ["round", "MD frames", "stopped early", "F student−teacher eV/Å",
+                     "E meV/atom", "bound eV/Å", "within", "frames added"],
+                    [[fmt(r["round"] - 1), fmt(r["frames"]), fmt(len(r["stopped_early"])),
+                      fmt(r["force_rmse_eV_A"]), fmt(r["energy_rmse_meV_atom"]),
+                      fmt(r["bound_force_eV_A"]), fmt(r["converged"]),
+                      fmt(r["n_added"] if i < len(rounds) - 1 else 0)]
+                     for i, r in enumerate(rounds)])]
+    audit = distill.get("audit")
+    if audit and audit.get("student"):
+        st, te = audit["student"], audit["teacher"]
+        out += ["", f"DFT audit on {audit['n_frames']} frames of the final student's own MD: "
+                f"student E {fmt(st['energy_rmse_meV_atom'])} meV/atom, F "
+                f"{fmt(st['force_rmse_eV_A'])} eV/Å; teacher E "
+                f"{fmt(te['energy_rmse_meV_atom'])} meV/atom, F "
+                f"{fmt(te['force_rmse_eV_A'])} eV/Å."]
+    return "\n".join(out)
+
+
 def summary_markdown(run_id: str, rows: list[dict[str, Any]], init: dict[str, Any],
                      distill: dict[str, Any] | None, teacher_key: str | None,
                      notes: list[str]) -> str:
@@ -75,12 +110,7 @@ def summary_markdown(run_id: str, rows: list[dict[str, Any]], init: dict[str, An
     if teacher_key:
         out += [f"Teacher model: `{teacher_key}`", ""]
     if distill:
-        out += ["## Distillation", "",
-                markdown_table(["model", "tested on", "frames", "E RMSE meV/atom",
-                                "F RMSE eV/Å"],
-                               [[r["model"], r["data"], fmt(r["n_frames"]),
-                                 fmt(r["energy_rmse_meV_atom"]), fmt(r["force_rmse_eV_A"])]
-                                for r in distill["table"]]), ""]
+        out += ["## Distillation", "", distill_markdown(distill), ""]
         out += [f"Student model: `{distill.get('student')}`", ""]
     if notes:
         out += ["## Warnings", ""] + [f"- {n}" for n in notes] + [""]

@@ -10,7 +10,9 @@ This module is the one place that knows where a run keeps things::
                                        label.json, labelled.extxyz, test.json, record.json
     runs/<id>/models/finetuned-<hash>  fine-tuned models
     runs/<id>/teacher.json             the teacher model and the datasets it was trained on
-    runs/<id>/distill/...              synthetic data, student/, test_*.json, record.json
+    runs/<id>/distill/...              synthetic data, round-RR/ (student rounds),
+                                       audit/, student/ (the final one), test_*.json,
+                                       record.json
     runs/<id>/validation/, report/     validation results; the report (summary.md, plots)
 
 Everything here reads or writes the store only: no Prefect, no engines, so ``pfd status``
@@ -70,6 +72,17 @@ def student_key(run_id: str) -> str:
 def distill_explore_prefix(run_id: str) -> str:
     """The teacher's MD trajectories of the distillation."""
     return run_key(run_id, "distill", "explore")
+
+
+def distill_round_prefix(run_id: str, round_idx: int) -> str:
+    """One student round: ``round-00`` is the first student, later ones refine it
+    (student MD in ``explore/``, ``added.extxyz``, ``student/``, ``record.json``)."""
+    return run_key(run_id, "distill", f"round-{round_idx:02d}")
+
+
+def distill_audit_prefix(run_id: str) -> str:
+    """The DFT audit of the final student: frames of its own MD, DFT-labelled."""
+    return run_key(run_id, "distill", "audit")
 
 
 def distill_record_key(run_id: str) -> str:
@@ -200,7 +213,7 @@ def record_force_calls(ctx: RunContext, phase: str, explore_prefix: str,
     store, key = ctx.store, force_calls_key(ctx.run_id)
     rec = store.get_json(key) if store.exists(key) else {}
     rec.setdefault(phase, {})[explore_prefix] = {
-        "trajectories": int(explored["trajectories"]),
+        "trajectories": int(explored.get("trajectories", 0)),
         "force_calls": int(explored["force_calls"]),
         "atom_steps": int(explored["atom_steps"])}
     store.put_json(key, rec)
@@ -322,11 +335,21 @@ def distill_table(tests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_distill_record(ctx: RunContext, student_model: str, teacher_model: str,
-                         synthetic: dict[str, Any],
-                         tests: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Store and return ``distill/record.json`` (student, teacher, data, test table)."""
+                         synthetic: dict[str, Any], tests: dict[str, dict[str, Any]],
+                         rounds: list[dict[str, Any]] | None = None,
+                         train_keys: list[str] | None = None,
+                         audit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Store and return ``distill/record.json``: student, teacher, data (frames of each
+    kind), the refinement rounds, the DFT audit and the test table."""
+    rounds = rounds or []
+    kinds = dict(synthetic.get("kinds") or {})
+    added = sum(int(r.get("n_added", 0)) for r in rounds[:-1])  # the last one only measures
+    if added:
+        kinds["student_md"] = kinds.get("student_md", 0) + added
     record = {"student": student_model, "teacher": teacher_model, "synthetic": synthetic,
-              "table": distill_table(tests)}
+              "train_keys": train_keys or [synthetic.get("train")], "kinds": kinds,
+              "rounds": [{k: v for k, v in r.items() if k != "explored_keys"} for r in rounds],
+              "audit": audit, "table": distill_table(tests)}
     ctx.store.put_json(distill_record_key(ctx.run_id), record)
     return record
 

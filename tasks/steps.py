@@ -185,12 +185,37 @@ def test_model(ctx: RunContext, model_key: str, data_keys: list[str],
 
 
 @task(name="synthetic-dataset", **TASK_OPTIONS)
-def synthetic(ctx: RunContext, explored_keys: list[str]) -> dict[str, Any]:
-    return steps.build_synthetic(ctx, explored_keys)
+def synthetic(ctx: RunContext, explored_keys: list[str], teacher_key: str) -> dict[str, Any]:
+    from pfd.distill.data import build_synthetic
+
+    return build_synthetic(ctx, explored_keys, teacher_key, dask_map)
 
 
 @task(name="train-student", **TASK_OPTIONS)
-def train_student(ctx: RunContext, synthetic_record: dict[str, Any]) -> dict[str, Any]:
-    total = ctx.cfg.distill.student.steps if ctx.cfg.distill else None
-    with _training_progress(ctx, "student-progress", total) as progress:
-        return steps.train_student(ctx, synthetic_record, progress=progress)
+def train_student(ctx: RunContext, round_idx: int, train_keys: list[str], valid_key: str,
+                  init_from: str | None = None, steps: int | None = None) -> dict[str, Any]:
+    from pfd.distill.student import train_round
+
+    total = steps or (ctx.cfg.distill.student.steps if ctx.cfg.distill else None)
+    with _training_progress(ctx, f"student-progress-{round_idx:02d}", total) as progress:
+        return train_round(ctx, round_idx, train_keys, valid_key, init_from, steps,
+                           progress=progress)
+
+
+@task(name="student-round", **TASK_OPTIONS)
+def student_round(ctx: RunContext, round_idx: int, student_key: str, teacher_key: str,
+                  bound_eV_A: float) -> dict[str, Any]:
+    """The student's own MD, judged by the teacher (see :mod:`pfd.distill.refine`)."""
+    from pfd.distill.refine import measure_round
+
+    with _phase_progress(ctx, "explore-progress", f"student MD of round {round_idx}"):
+        return measure_round(ctx, round_idx, student_key, teacher_key, bound_eV_A, dask_map)
+
+
+@task(name="student-audit", **TASK_OPTIONS)
+def student_audit(ctx: RunContext, student_key: str, teacher_key: str,
+                  explored_keys: list[str]) -> dict[str, Any]:
+    from pfd.distill.audit import audit
+
+    with _phase_progress(ctx, "label-progress", "DFT audit of the student"):
+        return audit(ctx, student_key, teacher_key, explored_keys, dft_map)

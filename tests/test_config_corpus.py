@@ -129,6 +129,7 @@ def test_the_corpus_covers_the_schema() -> None:
                  "distill.student.rcut_A", "distill.groups.0.steps",
                  "stages.0.converge.frame_ratio.min_fraction", "stages.0.select.k_neighbours",
                  "cluster.jobqueue.cores", "validation.diffusion.steps",
+                 "validation.stability.temperature_factor",
                  "init.perturb.cell_strain", "finetune.valid_fraction",
                  "structures.d.build.a_A", "filters.max_skew_deg", "stages.0.name"):
         assert must in paths, must

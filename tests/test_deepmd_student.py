@@ -263,3 +263,29 @@ def test_train_tiny_si_student(tmp_path: Path) -> None:
     rms_ref = float(np.sqrt(np.mean(np.concatenate(refs) ** 2)))
     print(f"held-out force RMSE {rmse:.3f} eV/Å vs DFT force RMS {rms_ref:.3f} eV/Å")
     assert rmse < rms_ref
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_student_starts_from_a_previous_students_weights(tmp_path: Path) -> None:
+    """A refinement round (``init_checkpoint``) starts where the previous student ended:
+    its first learning-curve row is far below a from-scratch start on the same data."""
+    from pfd.models.deepmd import CHECKPOINT_FILE
+
+    pool = [a for a in read(SI_DATA, index=":") if 8 <= len(a) <= 64]
+    train, more = pool[:30], pool[30:40]
+    settings = StudentSpec(compress=False, descriptor_neuron=[8, 16], axis_neuron=4,
+                           fitting_neuron=[32, 32], steps=400, start_lr=2e-3, stop_lr=5e-5,
+                           disp_freq=20)
+    first = train_student(train, [], tmp_path / "r0", settings)
+    assert (first / CHECKPOINT_FILE).stat().st_size > 0
+    short = settings.model_copy(update={"steps": 40})
+    warm = train_student(train + more, [], tmp_path / "r1", short,
+                         init_checkpoint=first / CHECKPOINT_FILE)
+    cold = train_student(train + more, [], tmp_path / "c1", short)
+    warm_rows = read_lcurve(warm / "lcurve.out")
+    cold_rows = read_lcurve(cold / "lcurve.out")
+    assert warm_rows[-1]["step"] == 40
+    # after 400 steps the first student's force error is a fraction of a fresh net's
+    assert warm_rows[0]["rmse_f_trn"] < 0.7 * cold_rows[0]["rmse_f_trn"], (warm_rows[0],
+                                                                          cold_rows[0])

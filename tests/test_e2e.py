@@ -200,7 +200,19 @@ def test_status_command_prints_table(run: dict[str, Any]) -> None:
                                 "atom_steps": 2 * 41 * 8 + 41 * 7}
     assert calls["distill"] == {"trajectories": 4, "force_calls": 4 * 61,
                                 "atom_steps": 2 * 61 * 8 + 2 * 61 * 7}
-    assert "model force calls (MD steps + starts): explore 123 in 3 trajectories" in out.stdout
+    # refinement: the student's MD at 500, 1000 and 1.2 × 1000 K on both structures, in
+    # two rounds (one retrain, then the final measurement); the teacher labels only
+    # frames: 12 DFT-derived (6 configurations + 1 copy each) + 2 × 72 student frames
+    assert calls["distill-student"] == {"trajectories": 12, "force_calls": 12 * 61,
+                                        "atom_steps": 2 * 3 * 61 * (8 + 7)}
+    assert calls["distill-teacher-labels"]["force_calls"] == 12 + 2 * 72
+    assert calls["distill-teacher-labels"]["trajectories"] == 0
+    assert ("model force calls (MD steps + starts, or frames labelled): explore 123 in 3 "
+            "trajectories") in out.stdout
+    assert "distill-teacher-labels 156 (" in out.stdout
+    assert "Student training frames by kind: dft_perturbed 6, dft_relabel 6, teacher_md 48, " \
+        "student_md 10." in out.stdout
+    assert "DFT audit on 2 frames of the final student's own MD" in out.stdout
     missing = subprocess.run([PFD, "status", "nope", "--store", str(run["store"].url)],
                              env=run["env"], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no run 'nope'" in missing.stderr
@@ -227,6 +239,27 @@ def test_student_loads_in_ase(run: dict[str, Any]) -> None:
     rec = st.get_json("runs/tiny/distill/record.json")
     names = {(r["model"], r["data"]) for r in rec["table"]}
     assert names == {("student", "teacher"), ("student", "dft"), ("teacher", "dft")}
+    # one refinement round: the round-1 student started from round 0's weights on the
+    # teacher's frames plus the 10 worst frames of round 0's own MD; both measured
+    rounds = rec["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert rounds[0]["student"] == "runs/tiny/distill/round-00/student"
+    assert rounds[1]["student"] == "runs/tiny/distill/round-01/student"
+    assert rounds[0]["n_added"] == 10 and not rounds[0]["converged"]  # bound 0.001 eV/Å
+    assert rec["train_keys"] == ["runs/tiny/distill/synthetic.extxyz",
+                                 "runs/tiny/distill/round-01/added.extxyz"]
+    added = st.get_frames("runs/tiny/distill/round-01/added.extxyz")
+    assert {a.info["distill_kind"] for a in added} == {"student_md"}
+    r1 = json.loads(st.get_bytes("runs/tiny/distill/round-01/student/pfd_model.json"))
+    assert r1["settings"]["steps"] == 100 and r1["n_train_frames"] == 53 + 10
+    final = json.loads(st.get_bytes("runs/tiny/distill/student/pfd_model.json"))
+    assert final == r1  # the published student is the last round's
+    # the DFT audit: 2 frames of the final student's own MD, labelled by pw.x
+    audit = rec["audit"]
+    assert audit["n_frames"] == 2 and audit["failed"] == 0
+    assert audit["student"]["model"] == "runs/tiny/distill/student"
+    assert all(np.isfinite(audit[m]["force_rmse_eV_A"]) for m in ("student", "teacher"))
+    assert not [k for k in st.list("runs/tiny/distill/audit") if k.endswith("labelled.extxyz")]
     dft = st.get_json("runs/tiny/distill/test_teacher_vs_dft.json")
     n_dft = 3 + sum(len(st.get_frames(k)) for k in st.list("runs/tiny/stage-")
                     if k.endswith("labelled.extxyz"))

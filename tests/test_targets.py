@@ -60,7 +60,8 @@ def test_sensitive_frames_avoid_the_check_volumes() -> None:
     assert all(len(a) == 7 for a in vac)
     spec = tg.check_spec(cfg, {"eos.diamond.a0_A": "5%"})
     assert spec.eos.enabled and spec.eos.structures == ["diamond"]
-    assert not (spec.vacancy.enabled or spec.diffusion.enabled or spec.parity.enabled)
+    assert not (spec.vacancy.enabled or spec.diffusion.enabled or spec.parity.enabled
+                or spec.stability.enabled)
     from pfd.structures import load_structures
     from pfd.validate.eos import eos_frames
 

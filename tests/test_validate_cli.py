@@ -38,6 +38,7 @@ def _config() -> dict[str, Any]:
         "phonons": {"supercell": [1, 1, 1], "band_points": 30, "dos_mesh": [4, 4, 4]},
         "diffusion": {"structure": "vacancy", "temperatures_K": [1500, 3000], "steps": 60,
                       "equilibration_steps": 10, "sample_every": 5},
+        "stability": {"time_ps": 0.3},
         "parity": {"max_frames_per_dataset": 10}}
     return raw
 
@@ -111,6 +112,10 @@ def test_validate_writes_report_plots_and_numbers(run: dict[str, Any]) -> None:
     assert "dft" not in nums["vacancy"]  # vacancy.dft: false
     assert [t["temperature_K"] for t in nums["diffusion"]["student"]["temperatures"]] == [
         1500, 3000]
+    # NVE with the student in each distilled structure at 1.2 × the hottest group (1000 K)
+    stab = nums["stability"]["student"]
+    assert set(stab) == {"diamond", "vacancy"} and "teacher" not in nums["stability"]
+    assert all(r["temperature_K"] == 1200 and r["steps_done"] > 0 for r in stab.values())
     # parity on every labelled set; the teacher is not tested on its own labels
     assert set(nums["parity"]) == {"init/labelled.extxyz", "distill/synthetic_test.extxyz"}
     assert set(nums["parity"]["distill/synthetic_test.extxyz"]) == {"student"}

@@ -9,6 +9,7 @@ cell flat, long before the volume alone looks wrong.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,12 +35,28 @@ def blowup_reason(atoms: Atoms, limits: BlowupLimits, cell0: np.ndarray) -> str 
     t_max = limits.max_temperature_factor * limits.temperature_K + 500.0
     if not t <= t_max:  # also catches NaN
         return f"temperature runaway ({t:.0f} K > {t_max:.0f} K)"
-    if len(atoms) > 1:
-        d = atoms.get_all_distances(mic=True)
-        dmin = float(d[np.triu_indices(len(atoms), 1)].min())
-        if dmin < limits.min_distance_A:
-            return f"atoms too close ({dmin:.2f} Å < {limits.min_distance_A} Å)"
+    dmin = min_distance(atoms)
+    if dmin < limits.min_distance_A:
+        return f"atoms too close ({dmin:.2f} Å < {limits.min_distance_A} Å)"
     return cell_reason(np.asarray(atoms.cell.array), np.asarray(cell0), limits)
+
+
+def min_distance(atoms: Atoms) -> float:
+    """Shortest distance between two atoms, periodic images included (inf for a lone
+    atom without periodic images).
+
+    Distinct atoms by the minimum-image convention (ASE's, exact for any cell shape); an
+    atom and its own image by the shortest lattice vector (the first vector of the
+    Minkowski-reduced cell), which is the closest pair in a one- or two-atom cell.
+    """
+    n = len(atoms)
+    out = math.inf
+    if n > 1:
+        out = float(atoms.get_all_distances(mic=True)[np.triu_indices(n, 1)].min())
+    if n and atoms.pbc.all():
+        reduced, _ = atoms.cell.minkowski_reduce()
+        out = min(out, float(np.linalg.norm(reduced, axis=1).min()))
+    return out
 
 
 def cell_reason(cell: np.ndarray, cell0: np.ndarray, limits: BlowupLimits) -> str | None:

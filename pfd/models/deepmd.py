@@ -13,6 +13,7 @@ and lets us pin threads, which matters a lot on small shared machines.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -31,6 +32,7 @@ from pfd.models.deepmd_run import (
     LCURVE_FILE,
     Progress,
     dp_command,
+    latest_checkpoint,
     log_tail,
     read_lcurve,
     run_dp,
@@ -46,6 +48,9 @@ SEL_FACTOR = 1.2
 
 MODEL_FILE = "frozen_model.pth"
 COMPRESSED_FILE = "frozen_model_compressed.pth"
+#: the last training checkpoint, kept in the model directory so a later round can start
+#: from this model's weights (``dp train --init-model``) on any machine
+CHECKPOINT_FILE = "checkpoint.pt"
 META_FILE = MODEL_JSON  # one definition, in pfd.models.meta
 
 __all__ = [
@@ -452,8 +457,13 @@ def train_student(
     type_map: list[str] | None = None,
     progress: Progress | None = None,
     threads: int = 1,
+    init_checkpoint: Path | None = None,
 ) -> Path:
-    """Train a DeePMD student from scratch and freeze it; returns ``workdir/"model"``.
+    """Train a DeePMD student and freeze it; returns ``workdir/"model"``.
+
+    From scratch, or with ``init_checkpoint`` (a previous student's ``checkpoint.pt``)
+    from that model's weights with a fresh learning-rate schedule: a refinement round
+    adds frames to a student that is already close.
 
     Energies may use any reference (DFT absolute or a teacher's): DeePMD fits per-type
     energy biases itself, so no shift is applied. Calling this again on the same frames
@@ -463,10 +473,21 @@ def train_student(
     the machine's share for this training, not a setting of the model.
     """
     workdir, type_map, config = prepare_training(train, valid, workdir, settings, type_map)
+    init_args: list[str] = []
+    identity: dict[str, Any] = {}
+    if init_checkpoint is not None:
+        init = workdir / "init.ckpt.pt"
+        shutil.copy2(init_checkpoint, init)  # the fingerprint hashes it, not its path
+        init_args = ["--init-model", init.name]
+        identity = {"init_sha256": hashlib.sha256(init.read_bytes()).hexdigest()}
     run = run_training(workdir, config, [workdir / "data"], dp=dp_command(), backend="pt",
-                       threads=threads, progress=progress)
+                       threads=threads, progress=progress, init_args=init_args,
+                       identity=identity)
 
     model_dir = fresh_model_dir(workdir)
+    ckpt = latest_checkpoint(workdir, "pt")
+    if ckpt is not None:
+        shutil.copy2(workdir / ckpt[0], model_dir / CHECKPOINT_FILE)
     frozen = freeze(workdir, model_dir / MODEL_FILE, threads)
     model_file = frozen.name
     if settings.compress:

@@ -25,6 +25,7 @@ from pfd.validate import diffusion as dif
 from pfd.validate import eos, phonons
 from pfd.validate import parity as par
 from pfd.validate import quantities as qt
+from pfd.validate import stability as stab
 from pfd.validate.results import DFT, ValidationResults
 
 MODEL_ORDER = ("teacher", "student", DFT)
@@ -74,7 +75,8 @@ def _slug(s: str) -> str:
 # --------------------------------------------------------------------------- numbers
 def _models(res: ValidationResults) -> list[str]:
     return _order({m for d in res.eos.values() for m in d} | set(res.vacancy)
-                  | set(res.phonons) | set(res.phonon_points) | set(res.diffusion))
+                  | set(res.phonons) | set(res.phonon_points) | set(res.diffusion)
+                  | set(res.stability))
 
 
 def summary_rows(res: ValidationResults, table: qt.Table | None = None) -> tuple[
@@ -91,7 +93,20 @@ def summary_rows(res: ValidationResults, table: qt.Table | None = None) -> tuple
     if res.phonons:
         rows.append(["imaginary modes"] + [_f(res.phonons[m].imaginary_modes)
                                            if m in res.phonons else "–" for m in models])
+    for st, by in _stability_by_structure(res).items():
+        r = next(iter(by.values()))
+        rows.append([f"NVE {st} ({r.temperature_K:g} K, {r.n_steps * r.timestep_fs / 1000:g} ps)"]
+                    + [stab.verdict(by[m]) if m in by else "–" for m in models])
     return ["property", *models], rows
+
+
+def _stability_by_structure(res: ValidationResults) -> dict[str, dict[str, stab.StabilityRun]]:
+    """structure → model → stability run (stored the other way round, per model)."""
+    out: dict[str, dict[str, stab.StabilityRun]] = {}
+    for m, by in _ordered(res.stability).items():
+        for st, r in by.items():
+            out.setdefault(st, {})[m] = r
+    return out
 
 
 def comparison_rows(table: qt.Table) -> list[tuple[str, ...]]:
@@ -149,6 +164,9 @@ def numbers(res: ValidationResults, run_id: str, models: dict[str, str],
                                             "d_A2_ps": r.d_A2_ps, "d_err_A2_ps": r.d_err_A2_ps}
                                            for r in d.runs]}
                       for m, d in res.diffusion.items()},
+        "stability": {m: {st: {**{k: v for k, v in r.to_dict().items() if k not in stab.SERIES},
+                               "problems": stab.problems(r)} for st, r in by.items()}
+                      for m, by in res.stability.items()},
         "parity": {ds: {m: r.summary() for m, r in by.items()} for ds, by in res.parity.items()},
         "dft": {"computed": res.dft_computed, "cached": res.dft_cached},
         "errors": res.errors, "skipped": res.skipped, "timings_s": res.timings_s,
@@ -268,6 +286,32 @@ def blocks(res: ValidationResults, run_id: str, models: dict[str, str],
         for s, note in d.notes.items():
             out.append(Block("p", f"{s}: {note}."))
         img(f"diffusion-{_slug(m)}.png", dif.plot(d, f"{m} — {run_id}"), f"MD with the {m}")
+    if res.stability:
+        out.append(Block("h2", "Stability: NVE MD above the training temperatures"))
+        out.append(Block("p", "Velocity Verlet without a thermostat, from Maxwell–Boltzmann "
+                         "velocities at twice the target (equipartition brings it to T). "
+                         "Drift: slope of the total energy ± its least-squares error; a "
+                         f"blow-up is a force above {stab.MAX_FORCE_EV_A:g} eV/Å, a "
+                         "non-finite energy or atoms closer than "
+                         f"{stab.MIN_DISTANCE_FRACTION:g} × the starting shortest distance."))
+        rows_s = [(st, m, str(r.n_atoms), f"{r.temperature_K:g}",
+                   _f(r.mean_temperature_K, 0),
+                   f"{r.time_done_ps:g} / {r.n_steps * r.timestep_fs / 1000:g}",
+                   _pm(r.drift_meV_atom_ps, r.drift_err_meV_atom_ps, 3),
+                   _f(r.max_energy_dev_meV_atom, 2),
+                   f"{_f(r.min_distance_start_A, 2)} → {_f(r.min_distance_A, 2)}",
+                   _f(r.max_force_eV_A, 1), "; ".join(stab.problems(r)) or "ok")
+                  for st, by in _stability_by_structure(res).items()
+                  for m, r in by.items()]
+        out.append(Block("table", header=("structure", "model", "atoms", "T (K)",
+                                          "mean T (K)", "time (ps)",
+                                          "drift (meV/atom/ps)",
+                                          "max deviation from E0 (meV/atom)",
+                                          "shortest distance (Å)", "max force (eV/Å)",
+                                          "check"), rows=tuple(rows_s)))
+        for m, by in _ordered(res.stability).items():
+            img(f"stability-{_slug(m)}.png", stab.plot(by, f"NVE with the {m} — {run_id}"),
+                f"NVE stability with the {m}")
     if res.parity:
         out.append(Block("h2", "Parity on the labelled datasets"))
         rows_q = [(ds, m, str(r.n_frames), _f(r.energy_rmse_meV_atom, 2),

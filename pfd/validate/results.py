@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pfd.validate import diffusion as dif
 from pfd.validate import eos, phonons, vacancy
 from pfd.validate import parity as par
+from pfd.validate import stability as stab
 
 #: the model name the run's DFT labeller goes by in every result
 DFT = "dft"
@@ -23,6 +24,8 @@ class ValidationResults:
     phonons: dict[str, phonons.PhononResult] = field(default_factory=dict)
     phonon_points: dict[str, phonons.PointPhonons] = field(default_factory=dict)
     diffusion: dict[str, dif.DiffusionResult] = field(default_factory=dict)
+    # validation.stability: model → structure → NVE run
+    stability: dict[str, dict[str, stab.StabilityRun]] = field(default_factory=dict)
     parity: dict[str, dict[str, par.ParityResult]] = field(default_factory=dict)  # data→model
     errors: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # DFT off and not in the cache

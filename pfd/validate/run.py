@@ -27,11 +27,12 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from pfd import frames as fr
-from pfd.config import PFDConfig, ValidationSpec
+from pfd.config import MDGroup, PFDConfig, ValidationSpec
 from pfd.store import ArtifactStore
 from pfd.validate import diffusion as dif
 from pfd.validate import eos, phonons, vacancy
 from pfd.validate import parity as par
+from pfd.validate import stability as stab
 from pfd.validate.dft import DFTNotCached, LabellerCalculator
 from pfd.validate.report import write_report
 from pfd.validate.results import DFT, ValidationResults
@@ -92,6 +93,35 @@ def first_bulk(cfg: PFDConfig, what: str) -> str:
         raise ValueError(f"validation.{what}.structure: no bulk (built, vacancy-free) "
                          f"structure in the config; name one of {sorted(cfg.structures)}")
     return names[0]
+
+
+def _md_groups(cfg: PFDConfig) -> list[MDGroup]:
+    """The MD the models were made from: the distillation's groups (the student learnt
+    from them), or the stages' when the run has no distill block."""
+    if cfg.distill is not None:
+        return list(cfg.distill.groups)
+    return [g for st in cfg.stages for g in st.groups]
+
+
+def stability_temperature(cfg: PFDConfig) -> float:
+    """``validation.stability.temperature_factor`` × the highest temperature of
+    :func:`_md_groups`: hotter than anything the models were trained on."""
+    top = max(t for g in _md_groups(cfg) for t in g.temperatures_K)
+    return cfg.validation.stability.temperature_factor * top
+
+
+def stability_structures(cfg: PFDConfig) -> list[str]:
+    """``validation.stability.structures``, else every structure :func:`_md_groups` name
+    (config order, once each): where the student is meant to run."""
+    given = cfg.validation.stability.structures
+    if given:
+        return list(given)
+    return list(dict.fromkeys(s for g in _md_groups(cfg) for s in g.structures))
+
+
+def _no_temperature() -> None:
+    raise ValueError("validation.stability: no temperature given (run_validation's "
+                     "stability_temperature_K; validate_run takes it from the run's MD)")
 
 
 def _tb(err: Exception) -> str:
@@ -253,6 +283,32 @@ class _Runner:
                 fits, notes = dif.arrhenius_by_species(runs, s.species)
                 self.res.diffusion[m] = dif.DiffusionResult(st, runs, fits, notes)
 
+    def run_stability(self, names: list[str], temperature_K: float | None) -> None:
+        """NVE runs of ``validation.stability.models`` in each of ``names`` at
+        ``temperature_K`` (the caller's: it depends on the run's MD, not on the spec)."""
+        s = self.spec.stability
+        for m in [m for m in s.models if m in self.models]:
+            for st in names:
+                atoms = self.structures[st].repeat(s.supercell)
+                name = f"stability/{m}/{st}"
+                if temperature_K is None:
+                    self.step(name, _no_temperature)
+                    continue
+                settings = {"structure": st, "geom": self._geom(atoms), "model":
+                            self.identity(m), "T": temperature_K, **s.model_dump(
+                                mode="json", exclude={"enabled", "structures", "models",
+                                                      "temperature_factor"})}
+
+                def md(m: str = m, st: str = st, atoms: Atoms = atoms,
+                       t: float = temperature_K) -> dict[str, Any]:
+                    return stab.nve_stability(atoms, self.calc(m), st, t, s.time_ps,
+                                              s.timestep_fs, s.seed).to_dict()
+
+                r = self.step(name, lambda name=name, settings=settings, f=md:
+                              self.cache.get_or_run(name, settings, f))
+                if r is not None:
+                    self.res.stability.setdefault(m, {})[st] = stab.StabilityRun(**r)
+
     def run_parity(self, datasets: dict[str, Callable[[], list[Atoms]]],
                    skip: dict[str, list[str]]) -> None:
         n = self.spec.parity.max_frames_per_dataset
@@ -283,11 +339,15 @@ def run_validation(spec: ValidationSpec, structures: dict[str, Atoms], models: d
                    cache: ResultCache | None = None, eos_structures: list[str] | None = None,
                    vacancy_structure: str | None = None, phonon_structure: str | None = None,
                    diffusion_structure: str | None = None,
+                   stability_structures: list[str] | None = None,
+                   stability_temperature_K: float | None = None,
                    parity_skip: dict[str, list[str]] | None = None,
                    log: Callable[[str], None] = print) -> ValidationResults:
     """Every enabled property for every model (and DFT where the spec affords it).
 
     Structure names left None fall back to the spec's own, then to the first structure.
+    ``stability_temperature_K`` is the stability MD's target (:func:`stability_temperature`
+    of the run's config); without it the stability runs are recorded as errors.
     """
     if DFT in models:
         raise ValueError(f"model name {DFT!r} is reserved for the labeller")
@@ -303,6 +363,9 @@ def run_validation(spec: ValidationSpec, structures: dict[str, Atoms], models: d
         r.run_phonons(phonon_structure or spec.phonons.structure or first)
     if spec.diffusion.enabled:
         r.run_diffusion(diffusion_structure or spec.diffusion.structure or first)
+    if spec.stability.enabled:
+        r.run_stability(stability_structures or spec.stability.structures or [first],
+                        stability_temperature_K)
     if spec.parity.enabled and datasets:
         r.run_parity(datasets, parity_skip or {})
     if dft is not None:
@@ -408,7 +471,9 @@ def validate_run(ctx: Any, map_fn: Any = None, log: Callable[[str], None] = prin
         eos_structures=spec.eos.structures or default_bulk or None,
         vacancy_structure=spec.vacancy.structure or first_bulk(cfg, "vacancy"),
         phonon_structure=spec.phonons.structure or first_bulk(cfg, "phonons"),
-        diffusion_structure=spec.diffusion.structure, parity_skip=skip, log=log)
+        diffusion_structure=spec.diffusion.structure,
+        stability_structures=stability_structures(cfg),
+        stability_temperature_K=stability_temperature(cfg), parity_skip=skip, log=log)
     # the stages' property targets are judged on the final models too (student included)
     targets = {n: tol for st in cfg.stages for n, tol in st.converge.targets.items()}
     return write_report(store, ctx.key("report"), res, ctx.run_id, keys,

@@ -75,6 +75,7 @@ def check_spec(cfg: PFDConfig, targets: dict[str, Any]) -> ValidationSpec:
         "phonons": v.phonons.model_copy(update={"enabled": "phonons" in fam,
                                                 "dft_gamma": True}),
         "diffusion": v.diffusion.model_copy(update={"enabled": False}),
+        "stability": v.stability.model_copy(update={"enabled": False}),
         "parity": v.parity.model_copy(update={"enabled": False}),
     })
 

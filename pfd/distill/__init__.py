@@ -1,0 +1,1 @@
+"""Distillation: the teacher's data, the student's rounds, and the student's DFT audit."""
