@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 _BENCHMARKS = str(Path(__file__).resolve().parents[1] / "benchmarks")
@@ -17,9 +18,22 @@ if _BENCHMARKS not in sys.path:
     sys.path.append(_BENCHMARKS)
 from _common import kill_tree  # noqa: E402
 
-__all__ = ["kill_tree", "run_quick_benchmark", "wait_for"]
+__all__ = ["kill_tree", "load_module", "run_quick_benchmark", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_module(path: Path | str) -> ModuleType:
+    """A script (a benchmark, a data generator) imported from its file, so its functions
+    can be tested without running it; ``benchmarks/`` is on ``sys.path`` for its imports."""
+    import importlib.util
+
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def run_quick_benchmark(name: str, out_dir: Path, timeout: float = 600) -> dict[str, Any]:

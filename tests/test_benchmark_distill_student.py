@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -12,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from ase.build import bulk
+from procs import load_module
 
 from pfd.config import load_config
 from pfd.frames import attach_labels
@@ -21,13 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("distill_student",
-                                                  ROOT / "benchmarks/distill_student.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(ROOT / "benchmarks/distill_student.py")
 
 
 def test_arm_configs_change_only_the_distillation(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from procs import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SI_DATA = ROOT / "tests/data/si_paper/train.extxyz"  # the benchmarks' default data
@@ -57,14 +58,7 @@ def test_p6_selection_quick(tmp_path: Path) -> None:
 
 
 def _p6_module() -> ModuleType:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("p6_selection",
-                                                  ROOT / "benchmarks/p6_selection.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(ROOT / "benchmarks/p6_selection.py")
 
 
 def test_p6_split_is_disjoint_and_stratified() -> None:

@@ -3,7 +3,6 @@ from a run's record (a store holding labelled sets and a validation.json built h
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from ase.build import bulk
-from procs import run_quick_benchmark
+from procs import load_module, run_quick_benchmark
 
 from pfd.frames import attach_labels
 from pfd.store import LocalStore
@@ -20,11 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("si_phases", ROOT / "benchmarks/si_phases.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(ROOT / "benchmarks/si_phases.py")
 
 
 def _labelled(n: int, e: float = -10.0) -> list[Any]:

@@ -7,7 +7,6 @@ figures of merit are tested on numbers whose answer is known.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import subprocess
@@ -17,6 +16,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from procs import load_module
 
 from pfd.models.deepmd_export import default_env_dir
 
@@ -24,12 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module(name: str) -> ModuleType:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(ROOT / "benchmarks" / f"{name}.py")
 
 
 def _run(script: str, out: Path, timeout: int = 600) -> dict:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from ase.io import read
+from procs import load_module
 
 DATA = Path(__file__).resolve().parent / "data"
 
 
 def test_data_files_match_their_recorded_sha256() -> None:
-    spec = importlib.util.spec_from_file_location("make_test_data", DATA / "make_test_data.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_module(DATA / "make_test_data.py")
     assert mod.problems() == []
 
 
