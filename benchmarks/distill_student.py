@@ -44,8 +44,9 @@ from si_phases import load_test_set, per_phase_errors  # noqa: E402
 SOURCE = "si-demo"
 CONFIG = ROOT / "examples/si/pfd.yaml"
 ARMS: dict[str, dict[str, Any]] = {
-    "one-shot": {"data": {"dft_relabel": False, "dft_copies": 0}, "refine": {"rounds": 0}},
-    "refined": {},
+    "one-shot": {"teacher_md": True, "data": {"dft_relabel": False, "dft_copies": 0},
+                 "refine": {"rounds": 0}},
+    "refined": {"teacher_md": True},
     "student-driven": {"teacher_md": False},
 }
 #: what a run's distillation leaves under its prefix, and what the copy must not carry

@@ -33,6 +33,7 @@ def test_arm_configs_change_only_the_distillation(tmp_path: Path) -> None:
         assert {k: v for k, v in raw.items() if k not in ("run_id", "validation", "distill")} \
             == {k: v for k, v in base.items() if k not in ("run_id", "validation", "distill")}
         assert raw["distill"]["student"] == base["distill"]["student"]
+        assert raw["distill"]["groups"] == base["distill"]["groups"]
         cfg = load_config(tmp_path / f"{arm}.yaml")  # a valid config
         assert cfg.distill is not None
     one = load_config(tmp_path / "one-shot.yaml").distill
@@ -40,6 +41,8 @@ def test_arm_configs_change_only_the_distillation(tmp_path: Path) -> None:
     assert one.refine.frames_per_round == 150  # the rest of refine keeps its defaults
     driven = load_config(tmp_path / "student-driven.yaml").distill
     assert driven is not None and driven.teacher_md is False
+    refined = load_config(tmp_path / "refined.yaml").distill
+    assert refined is not None and refined.teacher_md is True and refined.refine.rounds == 2
 
 
 def test_copy_stages_leaves_the_distillation_behind(tmp_path: Path) -> None:
