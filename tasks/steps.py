@@ -197,7 +197,8 @@ def train_student(ctx: RunContext, round_idx: int, train_keys: list[str], valid_
     from pfd.distill.student import train_round
 
     total = steps or (ctx.cfg.distill.student.steps if ctx.cfg.distill else None)
-    with _training_progress(ctx, f"student-progress-{round_idx:02d}", total) as progress:
+    # one progress artifact for every round (each round starts it again at 0 %)
+    with _training_progress(ctx, "student-progress", total) as progress:
         return train_round(ctx, round_idx, train_keys, valid_key, init_from, steps,
                            progress=progress)
 

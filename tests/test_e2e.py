@@ -190,7 +190,8 @@ def test_status_command_prints_table(run: dict[str, Any]) -> None:
     assert lines[0] == "run tiny: completed"
     assert lines[1].startswith("Prefect flow run: ")  # which flow run did the work
     assert lines[2].startswith("| stage | iter | explored | filtered | selected | labelled")
-    data = [ln for ln in lines if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
+    stages = lines[:lines.index("distillation:")]
+    data = [ln for ln in stages if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
     assert len(data) == 2
     assert "distillation:" in out.stdout and "| student | dft |" in out.stdout
     # force calls: one per MD step plus the start, per trajectory (none stopped early):

@@ -125,7 +125,9 @@ def test_no_finished_dft_frame_is_computed_twice(run: dict[str, Any]) -> None:
     assert len(started) > len(calls), "the DFT job was not cancelled mid-frame"
     n_init = len(run["store"].get_frames("runs/slurm/init/labelled.extxyz"))
     n_iter = len(run["store"].get_frames("runs/slurm/stage-01/iter-00/labelled.extxyz"))
-    assert len(calls) == n_init + n_iter == 3 + 2
+    # plus the distillation's DFT audit of the student (2 frames of its own MD)
+    n_audit = len(run["store"].get_frames("runs/slurm/distill/audit/dft.extxyz"))
+    assert len(calls) == n_init + n_iter + n_audit == 3 + 2 + 2
     assert run["calls_after_rerun"] == calls, "rerunning a finished run called DFT again"
 
 
