@@ -232,6 +232,13 @@ def main() -> None:
         fig["wall_s"] = walls.get(arm, (res["arms"].get(arm) or {}).get("wall_s"))
         res["arms"][arm] = fig
     res["arms"] = {a: res["arms"][a] for a in ARMS if a in res["arms"]}
+    if {"one-shot", "student-driven"} <= set(res["arms"]):
+        # the teacher's work in the distillation before / after the student drove the MD
+        before = res["arms"]["one-shot"]["teacher_force_calls"]
+        after = res["arms"]["student-driven"]["teacher_force_calls"]
+        res.update(teacher_force_calls_distill_before=before,
+                   teacher_force_calls_distill_after=after,
+                   teacher_force_calls_reduction=before / max(after, 1))
     write_result(args.out_dir, "distill_student", res)
     update_markdown(args.out_dir / "docs/benchmarks.md", "distill_student", markdown(res))
     print(markdown(res))

@@ -38,6 +38,9 @@ def _config(tmp: Path, mpirun: str) -> Path:
     cfg["distill"]["groups"] = [{"structures": ["diamond"], "temperatures_K": [500],
                                  "steps": 40, "sample_every": 5}]
     cfg["distill"]["student"]["steps"] = 100
+    # no retrain round (tests/test_e2e.py runs them); the student's MD and the DFT audit
+    # still go through the SLURM workers and the DFT job
+    cfg["distill"]["refine"] = {"rounds": 0}
     cfg["validation"] = {"enabled": False}
     cfg["labeller"]["qe"].update(mpi_ranks=2, mpirun=mpirun)
     job = {"kind": "slurm", "memory": "2GB", "queue": "debug", "walltime": "00:30:00"}
