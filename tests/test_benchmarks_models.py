@@ -267,3 +267,12 @@ def test_p1_keeps_curves_of_earlier_budgets(tmp_path: Path) -> None:
     path.write_text(json.dumps({**old, "complete": False}))
     assert [r["deepmd_steps"] for r in p1.earlier_protocols(path, 600, 40000)] == [500]
     assert p1.earlier_protocols(tmp_path / "none.json", 600, 40000) == []
+
+
+@pytest.mark.slow
+def test_student_speed_quick(tmp_path: Path) -> None:
+    res = _run("student_speed", tmp_path)
+    (point,) = res["grid"]
+    assert point["threads"] == 1 and point["steps"] == 20
+    assert 0 < point["train_s"] and point["steps_per_s"] == pytest.approx(
+        20 / point["train_s"], rel=0.05)
