@@ -82,3 +82,18 @@ def test_bad_refine_settings_name_the_field(field: str, value: object, needle: s
         parse_config(raw)
     problem = [ln for ln in str(err.value).splitlines()[1:]]
     assert len(problem) == 1 and needle in problem[0] and repr(value) in problem[0]
+
+
+@pytest.mark.parametrize(("distill", "needle"), [
+    ({"teacher_md": False, "refine": {"rounds": 0}}, "refine.rounds >= 1"),
+    ({"teacher_md": False, "data": {"dft_relabel": False, "dft_copies": 0}},
+     "data.dft_relabel or data.dft_copies"),
+])
+def test_a_student_without_teacher_md_needs_data_and_rounds(distill: dict[str, object],
+                                                             needle: str) -> None:
+    raw = base() | {"distill": {"groups": [{"structures": ["d"], "temperatures_K": [300]}],
+                                **distill}}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    lines = str(err.value).splitlines()[1:]
+    assert len(lines) == 1 and lines[0].strip().startswith("distill:") and needle in lines[0]
