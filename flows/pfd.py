@@ -129,7 +129,7 @@ def distill_flow(ctx: RunContext, teacher_key: str) -> dict[str, Any]:
                 break
             train_keys.append(rounds[-1]["added"])
             student = t.train_student(ctx, r, train_keys, syn["test"], init_from=student,
-                                      steps=d.refine.steps or max(1, d.student.steps // 2)
+                                      steps=d.refine.resolved_steps(d.student.steps)
                                       )["model"]
         final = publish_final(ctx, student)
         tests = {

@@ -723,6 +723,11 @@ class RefineSpec(Strict):
     # over the trajectories): the disagreement is a statistic, not a census
     max_label_frames: PositiveInt = 400
 
+    def resolved_steps(self, student_steps: int) -> int:
+        """Steps of a refinement round: ``steps``, or half the first student's (a round
+        starts from a student that is already close)."""
+        return int(self.steps) if self.steps is not None else max(1, student_steps // 2)
+
 
 class DistillSpec(Strict):
     enabled: bool = True

@@ -130,17 +130,19 @@ def init_dataset(ctx: RunContext, map_fn: MapFn = serial_map) -> dict[str, Any]:
         return store.get_json(rec_key) | {"resumed": True}
     frames = initial_frames(ctx.cfg)
     store.put_frames(ctx.key("init", "perturbed.extxyz"), frames)
-    _, counts = _label_and_store(ctx, frames, ctx.key("init"), map_fn, require_labels=True)
+    _, counts = label_and_store(ctx, frames, ctx.key("init"), map_fn, require_labels=True)
     record = {"dataset": counts["dataset"], "n_perturbed": len(frames),
               **{k: counts[k] for k in ("labelled", "failed", "dft_computed", "dft_cached")}}
     store.put_json(rec_key, record)
     return record
 
 
-def _label_and_store(ctx: RunContext, frames: list[Atoms], out_prefix: str, map_fn: MapFn,
-                     require_labels: bool = False) -> tuple[LabelResult, dict[str, Any]]:
-    """Label ``frames`` and write ``failed.json`` then ``labelled.extxyz`` under
-    ``out_prefix``; failures are stored before any stop, so a user can see why."""
+def label_and_store(ctx: RunContext, frames: list[Atoms], out_prefix: str, map_fn: MapFn,
+                    require_labels: bool = False, data_name: str = "labelled.extxyz"
+                    ) -> tuple[LabelResult, dict[str, Any]]:
+    """Label ``frames`` and write ``failed.json`` then ``data_name`` under ``out_prefix``;
+    failures are stored before any stop, so a user can see why. Only files named
+    ``labelled.extxyz`` are the run's DFT data (:func:`pfd.run_store.all_dft_keys`)."""
     store = ctx.store
     res = label_frames(make_labeller(ctx.cfg), frames, ctx.store_url, map_fn,
                        scratch=str(ctx.workdir), keep_scratch=ctx.cfg.labeller.keep_scratch)
@@ -149,7 +151,7 @@ def _label_and_store(ctx: RunContext, frames: list[Atoms], out_prefix: str, map_
     check_failure_fraction(ctx.cfg, res, len(frames), failed_key)
     if require_labels and not res.labelled:
         raise RuntimeError(f"no frame could be labelled; see {failed_key}")
-    data_key = f"{out_prefix}/labelled.extxyz"
+    data_key = f"{out_prefix}/{data_name}"
     store.put_frames(data_key, res.labelled)
     return res, {"dataset": data_key, "labelled": len(res.labelled), "failed": len(res.failed),
                  "dft_computed": res.computed, "dft_cached": res.cached}
@@ -284,7 +286,7 @@ def label_set(ctx: RunContext, frames_key: str, out_prefix: str,
     store, rec_key = ctx.store, f"{out_prefix}/label.json"
     if store.exists(rec_key):
         return store.get_json(rec_key)
-    res, record = _label_and_store(ctx, store.get_frames(frames_key), out_prefix, map_fn)
+    res, record = label_and_store(ctx, store.get_frames(frames_key), out_prefix, map_fn)
     record["failures"] = [f.to_dict() for f in res.failed]
     store.put_json(rec_key, record)
     return record

@@ -97,3 +97,9 @@ def test_a_student_without_teacher_md_needs_data_and_rounds(distill: dict[str, o
         parse_config(raw)
     lines = str(err.value).splitlines()[1:]
     assert len(lines) == 1 and lines[0].strip().startswith("distill:") and needle in lines[0]
+
+
+def test_refine_round_steps_default_to_half_the_students() -> None:
+    assert _spec().refine.resolved_steps(8000) == 4000
+    assert _spec(steps=300).refine.resolved_steps(8000) == 300
+    assert _spec().refine.resolved_steps(1) == 1  # never a zero-step training

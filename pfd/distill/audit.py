@@ -17,12 +17,11 @@ import numpy as np
 
 from pfd import run_store as rs
 from pfd.frames import strip_labels
-from pfd.label.cache import label_frames
 from pfd.metrics import evaluate
 from pfd.model_cache import cached_calculator
 from pfd.run_store import RunContext
 from pfd.select.filters import apply_filters
-from pfd.steps import MapFn, check_failure_fraction, load_datasets, make_labeller, serial_map
+from pfd.steps import MapFn, label_and_store, load_datasets, serial_map
 
 __all__ = ["audit"]
 
@@ -41,16 +40,10 @@ def audit(ctx: RunContext, student_key: str, teacher_key: str, explored_keys: li
     n = min(d.audit_frames, len(frames))
     pick = np.sort(np.random.default_rng(seed).choice(len(frames), n, replace=False))
     chosen = [strip_labels(frames[i]) for i in pick]
-    res = label_frames(make_labeller(ctx.cfg), chosen, ctx.store_url, map_fn,
-                       scratch=str(ctx.workdir), keep_scratch=ctx.cfg.labeller.keep_scratch)
-    failed_key = f"{prefix}/failed.json"
-    store.put_json(failed_key, [f.to_dict() for f in res.failed])
-    check_failure_fraction(ctx.cfg, res, len(chosen), failed_key)
-    data_key = f"{prefix}/dft.extxyz"
-    store.put_frames(data_key, res.labelled)
-    record: dict[str, Any] = {"data": data_key, "n_frames": len(res.labelled),
-                              "failed": len(res.failed), "dft_computed": res.computed,
-                              "dft_cached": res.cached, "trajectories": sorted(
+    res, counts = label_and_store(ctx, chosen, prefix, map_fn, data_name="dft.extxyz")
+    record: dict[str, Any] = {"data": counts["dataset"], "n_frames": counts["labelled"],
+                              "failed": counts["failed"], "dft_computed": counts["dft_computed"],
+                              "dft_cached": counts["dft_cached"], "trajectories": sorted(
                                   {str(a.info.get("traj_id", "")) for a in chosen})}
     for name, key in (("student", student_key), ("teacher", teacher_key)):
         if res.labelled:
