@@ -121,16 +121,17 @@ def distill_flow(ctx: RunContext, teacher_key: str) -> dict[str, Any]:
                                       rs.distill_test_key(rid, "teacher_vs_dft"))
         bound = default_bound(d, teacher_vs_dft["force_rmse_eV_A"])
         train_keys = [syn["train"]]
-        student = t.train_student(ctx, 0, train_keys, syn["test"])["model"]
+        trained = [t.train_student(ctx, 0, train_keys, syn["test"])]
+        student = trained[-1]["model"]
         rounds: list[dict[str, Any]] = []
         for r in range(1, d.refine.rounds + 2):  # N retrains need N + 1 measurements
             rounds.append(t.student_round(ctx, r, student, teacher_key, bound))
             if rounds[-1]["converged"] or r == d.refine.rounds + 1:
                 break
             train_keys.append(rounds[-1]["added"])
-            student = t.train_student(ctx, r, train_keys, syn["test"], init_from=student,
-                                      steps=d.refine.resolved_steps(d.student.steps)
-                                      )["model"]
+            trained.append(t.train_student(ctx, r, train_keys, syn["test"], init_from=student,
+                                           steps=d.refine.resolved_steps(d.student.steps)))
+            student = trained[-1]["model"]
         final = publish_final(ctx, student)
         tests = {
             "student_vs_teacher": t.test_model(ctx, final, [syn["test"]],
@@ -142,7 +143,8 @@ def distill_flow(ctx: RunContext, teacher_key: str) -> dict[str, Any]:
         audit = (t.student_audit(ctx, final, teacher_key, rounds[-1]["explored_keys"])
                  if d.audit_frames else None)
     record = rs.write_distill_record(ctx, final, teacher_key, syn, tests, rounds=rounds,
-                                     train_keys=train_keys, audit=audit)
+                                     train_keys=train_keys, audit=audit,
+                                     trainings=[x["training"] for x in trained])
     return record | {"tests": tests}
 
 

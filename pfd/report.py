@@ -75,6 +75,13 @@ def distill_markdown(distill: dict[str, Any]) -> str:
     if kinds:
         out += ["", "Student training frames by kind: " + ", ".join(
             f"{k} {v}" for k, v in kinds.items()) + "."]
+    trainings = distill.get("trainings") or []
+    if trainings:
+        out += ["", "Student trainings: " + "; ".join(
+            f"round {x['round']} {fmt(x['steps_trained'])} of {fmt(x['steps_ceiling'])} steps "
+            f"in {fmt(None if x['train_seconds'] is None else round(x['train_seconds']))} s"
+            + (f" ({x['stopped_early'].split(':')[0]})" if x.get("stopped_early") else "")
+            for x in trainings) + "."]
     rounds = distill.get("rounds") or []
     if rounds:
         out += ["", "Student MD judged by the teacher (force disagreement on the student's "

@@ -338,9 +338,11 @@ def write_distill_record(ctx: RunContext, student_model: str, teacher_model: str
                          synthetic: dict[str, Any], tests: dict[str, dict[str, Any]],
                          rounds: list[dict[str, Any]] | None = None,
                          train_keys: list[str] | None = None,
-                         audit: dict[str, Any] | None = None) -> dict[str, Any]:
+                         audit: dict[str, Any] | None = None,
+                         trainings: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Store and return ``distill/record.json``: student, teacher, data (frames of each
-    kind), the refinement rounds, the DFT audit and the test table."""
+    kind), each round's training, the refinement rounds, the DFT audit and the test
+    table."""
     rounds = rounds or []
     kinds = dict(synthetic.get("kinds") or {})
     added = sum(int(r.get("n_added", 0)) for r in rounds[:-1])  # the last one only measures
@@ -349,7 +351,7 @@ def write_distill_record(ctx: RunContext, student_model: str, teacher_model: str
     record = {"student": student_model, "teacher": teacher_model, "synthetic": synthetic,
               "train_keys": train_keys or [synthetic.get("train")], "kinds": kinds,
               "rounds": [{k: v for k, v in r.items() if k != "explored_keys"} for r in rounds],
-              "audit": audit, "table": distill_table(tests)}
+              "trainings": trainings or [], "audit": audit, "table": distill_table(tests)}
     ctx.store.put_json(distill_record_key(ctx.run_id), record)
     return record
 

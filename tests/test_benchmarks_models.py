@@ -276,3 +276,24 @@ def test_student_speed_quick(tmp_path: Path) -> None:
     assert point["threads"] == 1 and point["steps"] == 20
     assert 0 < point["train_s"] and point["steps_per_s"] == pytest.approx(
         20 / point["train_s"], rel=0.05)
+
+
+@pytest.mark.slow
+def test_student_budget_quick(tmp_path: Path) -> None:
+    """The budget benchmark's machinery: a full schedule and a plateau-stopped ceiling,
+    each tested against its teacher and DFT on held-out frames."""
+    res = _run("student_budget", tmp_path)
+    rows = {r["arm"]: r for r in res["rows"]}
+    n = res["student_settings"]["steps"]
+    full, plateau = rows[f"full-{n}"], rows[f"plateau-{2 * n}"]
+    assert full["steps_trained"] == n and full["stopped_early"] is None
+    assert plateau["steps_ceiling"] == 2 * n
+    # whether this tiny curve flattens before a poll sees it is timing; the stop itself
+    # is tested in test_train_stop.py and test_deepmd_student.py
+    assert plateau["steps_trained"] <= 2 * n
+    if plateau["stopped_early"]:
+        assert plateau["steps_trained"] < 2 * n and "plateau" in plateau["stopped_early"]
+    t_f = res["teacher"]["test_vs_dft_F_eV_A"]
+    assert 0 < t_f < 1
+    for r in rows.values():
+        assert r["student_over_teacher_F"] == pytest.approx(r["vs_dft_F_eV_A"] / t_f, rel=1e-2)

@@ -292,3 +292,27 @@ def test_student_starts_from_a_previous_students_weights(tmp_path: Path) -> None
     w, c = warm_rows[0], cold_rows[0]
     assert w["rmse_e_trn"] < 0.1 * c["rmse_e_trn"], (w, c)
     assert w["rmse_f_trn"] < c["rmse_f_trn"], (w, c)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_training_stops_on_a_flat_validation_curve(tmp_path: Path) -> None:
+    """A real dp training with a plateau rule ends before its ceiling, on a checkpoint
+    that freezes and predicts, and says why in pfd_model.json."""
+    from pfd.config import PlateauSpec
+
+    pool = [a for a in read(SI_DATA, index=":") if 8 <= len(a) <= 64]
+    settings = StudentSpec(compress=False, descriptor_neuron=[8, 16], axis_neuron=4,
+                           fitting_neuron=[32, 32], steps=4000, start_lr=2e-3, stop_lr=1e-4,
+                           disp_freq=20,
+                           plateau=PlateauSpec(min_fraction=0.1, window_fraction=0.05))
+    model = train_student(pool[:30], pool[30:36], tmp_path / "s", settings)
+    meta = json.loads((model / "pfd_model.json").read_text())
+    step = meta["stopped_at_step"]
+    assert "validation plateau" in meta["stopped_early"], meta
+    assert 400 <= step < 4000 and step % settings.resolved_save_freq() == 0, meta
+    assert meta["lcurve"]["final"]["step"] == step
+    calc = load_calculator(model)
+    atoms = pool[40].copy()
+    atoms.calc = calc
+    assert np.isfinite(atoms.get_potential_energy())

@@ -59,8 +59,15 @@ def test_report_shows_kinds_rounds_and_audit() -> None:
                "n_added": 10}]
     audit = {"n_frames": 6, "student": {"energy_rmse_meV_atom": 7.5, "force_rmse_eV_A": 0.12},
              "teacher": {"energy_rmse_meV_atom": 4.0, "force_rmse_eV_A": 0.09}}
+    trainings = [{"round": 0, "steps_ceiling": 8000, "steps_trained": 2400,
+                  "stopped_early": "validation plateau at step 2400: median ...",
+                  "train_seconds": 190.0},
+                 {"round": 1, "steps_ceiling": 4000, "steps_trained": 4000,
+                  "stopped_early": None, "train_seconds": 310.0}]
     md = distill_markdown({"table": [row], "kinds": {"teacher_md": 400, "student_md": 10},
-                           "rounds": rounds, "audit": audit})
+                           "rounds": rounds, "audit": audit, "trainings": trainings})
+    assert ("Student trainings: round 0 2400 of 8000 steps in 190 s (validation plateau "
+            "at step 2400); round 1 4000 of 4000 steps in 310 s.") in md
     assert "teacher_md 400, student_md 10" in md
     lines = [ln for ln in md.splitlines() if ln.startswith("| 0 |") or ln.startswith("| 1 |")]
     # round 0's student blew up once and was outside the bound; its 10 worst frames

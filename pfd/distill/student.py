@@ -9,15 +9,17 @@ and ``pfd fetch`` find it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from pfd import run_store as rs
 from pfd.model_cache import fetch_model, model_ready, upload_model
+from pfd.models.meta import MODEL_JSON
 from pfd.run_store import RunContext
 from pfd.steps import load_datasets
 
-__all__ = ["publish_final", "train_round"]
+__all__ = ["publish_final", "train_round", "training_summary"]
 
 
 def train_round(ctx: RunContext, round_idx: int, train_keys: list[str], valid_key: str,
@@ -32,7 +34,8 @@ def train_round(ctx: RunContext, round_idx: int, train_keys: list[str], valid_ke
     assert d is not None
     key = f"{rs.distill_round_prefix(ctx.run_id, round_idx)}/student"
     if model_ready(store, key):
-        return {"model": key, "reused": True}
+        return {"model": key, "reused": True,
+                "training": training_summary(round_idx, store.get_json(f"{key}/{MODEL_JSON}"))}
     train = load_datasets(store, train_keys)
     valid = store.get_frames(valid_key)
     s = d.student if steps is None else d.student.model_copy(update={"steps": int(steps)})
@@ -52,8 +55,21 @@ def train_round(ctx: RunContext, round_idx: int, train_keys: list[str], valid_ke
         model_dir = deepmd.train_student(train, valid, workdir, s, progress=progress,
                                          init_checkpoint=init)
     upload_model(store, key, model_dir)
+    meta = json.loads((model_dir / MODEL_JSON).read_text())
     return {"model": key, "reused": False, "n_train": len(train), "steps": s.steps,
-            "init_from": init_from}
+            "init_from": init_from, "training": training_summary(round_idx, meta)}
+
+
+def training_summary(round_idx: int, meta: dict[str, Any]) -> dict[str, Any]:
+    """How one round's training went, from its ``pfd_model.json``: steps trained of the
+    ceiling, why it ended early (a plateau, a wall budget) and its wall time."""
+    ceiling = int(meta["settings"]["steps"])
+    final = (meta.get("lcurve") or {}).get("final") or {}
+    return {"round": round_idx, "steps_ceiling": ceiling,
+            "steps_trained": int(meta.get("stopped_at_step") or final.get("step") or ceiling),
+            "stopped_early": meta.get("stopped_early"),
+            "train_seconds": meta.get("train_seconds"),
+            "n_train_frames": meta.get("n_train_frames")}
 
 
 def publish_final(ctx: RunContext, round_key: str) -> str:

@@ -40,6 +40,7 @@ from pfd.models.deepmd_run import (
     thread_env,
 )
 from pfd.models.meta import MODEL_JSON
+from pfd.models.train_stop import student_stop
 from pfd.threads import pin_threads
 
 #: Safety margin on the observed neighbour count, so that slightly denser configurations
@@ -480,9 +481,10 @@ def train_student(
         shutil.copy2(init_checkpoint, init)  # the fingerprint hashes it, not its path
         init_args = ["--init-model", init.name]
         identity = {"init_sha256": hashlib.sha256(init.read_bytes()).hexdigest()}
+    stop, stop_identity = student_stop(settings)
     run = run_training(workdir, config, [workdir / "data"], dp=dp_command(), backend="pt",
                        threads=threads, progress=progress, init_args=init_args,
-                       identity=identity)
+                       identity=identity | stop_identity, stop=stop)
 
     model_dir = fresh_model_dir(workdir)
     ckpt = latest_checkpoint(workdir, "pt")
@@ -507,6 +509,8 @@ def write_model_meta(model_dir: Path, workdir: Path, meta: dict[str, Any], setti
         "n_valid_frames": len(valid),
         "train_seconds": round(run.seconds, 2),
         "resumed_from_step": run.resumed_from_step,
+        "stopped_early": run.stopped,
+        "stopped_at_step": run.stopped_at_step,
         "lcurve": _lcurve_summary(workdir, model_dir),
     }
     (model_dir / META_FILE).write_text(json.dumps(meta, indent=2))

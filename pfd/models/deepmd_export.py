@@ -43,6 +43,7 @@ from pfd.models.deepmd import (
     write_model_meta,
 )
 from pfd.models.deepmd_run import Progress, log_tail, run_dp, run_training, thread_env
+from pfd.models.train_stop import student_stop
 
 FROZEN_PB = "frozen_model.pb"
 COMPRESSED_PB = "frozen_model_compressed.pb"
@@ -113,8 +114,9 @@ def export_lammps(
     """
     env = env or lammps_env()
     workdir, type_map, config = prepare_training(train, valid, workdir, settings, type_map)
+    stop, identity = student_stop(settings)
     run = run_training(workdir, config, [workdir / "data"], dp=[str(env.dp)], backend="tf",
-                       threads=threads, progress=progress)
+                       threads=threads, progress=progress, identity=identity, stop=stop)
 
     model_dir = fresh_model_dir(workdir)
     dp = [str(env.dp)]

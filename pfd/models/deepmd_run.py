@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pfd.models.train_stop import StopCheck
 from pfd.threads import thread_env as _base_thread_env
 
 LCURVE_FILE = "lcurve.out"
@@ -219,11 +220,17 @@ def fingerprint(workdir: Path, files: Sequence[Path], extra: dict[str, Any]) -> 
 
 @dataclass
 class TrainingRun:
-    """What a training call did: for provenance in ``pfd_model.json``."""
+    """What a training call did: for provenance in ``pfd_model.json``.
+
+    ``stopped`` is why training ended before ``numb_steps`` (a plateau, a wall budget;
+    see :mod:`pfd.models.train_stop`) and ``stopped_at_step`` the checkpoint it ended on.
+    """
 
     seconds: float
     resumed_from_step: int | None
     command: list[str]
+    stopped: str | None = None
+    stopped_at_step: int | None = None
 
 
 def run_dp(
@@ -236,12 +243,15 @@ def run_dp(
     progress: Progress | None = None,
     poll_s: float = 2.0,
     env_extra: dict[str, str] | None = None,
-) -> None:
+    stop: StopCheck | None = None,
+) -> str | None:
     """Run ``dp --<backend> ARGS`` in ``workdir``; raise with the log tail on failure.
 
     With ``progress``, new ``lcurve.out`` rows are passed to it every ``poll_s`` seconds
     and once more at the end. A callback that raises is reported once as a warning and
-    then ignored: a broken dashboard must not kill hours of training.
+    then ignored: a broken dashboard must not kill hours of training. ``stop`` is asked
+    with the learning curve at every poll once a checkpoint exists; the reason it
+    returns ends ``dp`` (then returned; None when dp ran to its end).
     """
     env = {**os.environ, **thread_env(threads), **(env_extra or {})}
     log = Path(workdir) / log_name
@@ -249,12 +259,14 @@ def run_dp(
     lcurve = Path(workdir) / LCURVE_FILE
     state = {"last": -1, "broken": False}
 
-    def publish() -> None:
-        if progress is None or state["broken"] or not lcurve.exists():
-            return
+    def curve() -> list[dict[str, float]]:
         try:
-            rows = read_lcurve(lcurve)
+            return read_lcurve(lcurve) if lcurve.exists() else []
         except (OSError, ValueError):
+            return []
+
+    def publish(rows: list[dict[str, float]]) -> None:
+        if progress is None or state["broken"]:
             return
         for row in rows:
             if row["step"] > state["last"]:
@@ -272,6 +284,7 @@ def run_dp(
         rows = read_lcurve(lcurve)
         state["last"] = int(rows[-1]["step"]) if rows else -1
 
+    reason: str | None = None
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
@@ -281,17 +294,25 @@ def run_dp(
                     proc.wait(timeout=poll_s)
                     break
                 except subprocess.TimeoutExpired:
-                    publish()
+                    rows = curve()
+                    publish(rows)
+                    if stop is not None and rows and latest_checkpoint(workdir, backend):
+                        reason = stop(rows)
+                        if reason is not None:
+                            break
         finally:
-            if proc.poll() is None:  # interrupted in Python: do not leave dp running
+            if proc.poll() is None:  # stopped, or interrupted in Python: end dp here
                 proc.kill()
                 proc.wait()
-    publish()
+    publish(curve())
+    if reason is not None:
+        return reason
     if proc.returncode != 0:
         raise RuntimeError(
             f"`dp --{backend} {' '.join(args)}` failed with exit code {proc.returncode} in "
             f"{workdir} (full log: {log}). Last lines:\n{log_tail(log)}"
         )
+    return None
 
 
 def run_training(
@@ -306,6 +327,7 @@ def run_training(
     identity: dict[str, Any] | None = None,
     progress: Progress | None = None,
     poll_s: float = 2.0,
+    stop: StopCheck | None = None,
 ) -> TrainingRun:
     """Train in ``workdir`` from ``config``, continuing a killed run of the same training.
 
@@ -313,7 +335,9 @@ def run_training(
     restarts from the newest checkpoint with the configuration deepmd itself resolved in
     the first run (``out.json``), because for a fine-tune that is where the pretrained
     model's descriptor was substituted. ``identity`` joins the fingerprint (e.g. the
-    base checkpoint of a fine-tune), so changing it starts afresh.
+    base checkpoint of a fine-tune, the stop settings), so changing it starts afresh.
+    A training that ``stop`` ended (see :func:`run_dp`) ends on its newest checkpoint,
+    and called again it stays ended there.
     """
     workdir = Path(workdir)
     (workdir / "input.json").write_text(json.dumps(config, indent=2))
@@ -323,6 +347,9 @@ def run_training(
     previous = json.loads(state_path.read_text()) if state_path.is_file() else {}
     ckpt = latest_checkpoint(workdir, backend) if previous.get("fingerprint") == fp else None
 
+    if ckpt is not None and previous.get("stopped"):
+        return TrainingRun(seconds=0.0, resumed_from_step=ckpt[1], command=[],
+                           stopped=previous["stopped"], stopped_at_step=ckpt[1])
     if ckpt is not None and ckpt[1] >= int(config["training"]["numb_steps"]):
         # killed after the last checkpoint (e.g. while freezing): nothing left to train
         return TrainingRun(seconds=0.0, resumed_from_step=ckpt[1], command=[])
@@ -343,9 +370,18 @@ def run_training(
             restart_input = "restart.json"
         args = ["train", restart_input, "--restart", name]
         resumed = step
-    state_path.write_text(json.dumps({"fingerprint": fp, "backend": backend}, indent=2))
+    record: dict[str, Any] = {"fingerprint": fp, "backend": backend}
+    state_path.write_text(json.dumps(record, indent=2))
     t0 = time.perf_counter()
-    run_dp(dp, args, workdir, "train.log", threads, backend=backend, progress=progress,
-           poll_s=poll_s)
-    return TrainingRun(seconds=time.perf_counter() - t0, resumed_from_step=resumed,
-                       command=[*dp, f"--{backend}", *args])
+    reason = run_dp(dp, args, workdir, "train.log", threads, backend=backend,
+                    progress=progress, poll_s=poll_s, stop=stop)
+    run = TrainingRun(seconds=time.perf_counter() - t0, resumed_from_step=resumed,
+                      command=[*dp, f"--{backend}", *args])
+    if reason is not None:
+        done = latest_checkpoint(workdir, backend)
+        assert done is not None  # run_dp stops only once a checkpoint exists
+        # the model is the checkpoint's: its curve ends there too
+        _truncate_lcurve(workdir / LCURVE_FILE, done[1])
+        run.stopped, run.stopped_at_step = reason, done[1]
+        state_path.write_text(json.dumps(record | {"stopped": reason}, indent=2))
+    return run
