@@ -11,7 +11,10 @@ so this benchmark needs no P1 cache); it labels pool, validation and test frames
 on teacher labels only, each arm in a process of its own on one thread:
 
 - ``full-N``: the full learning-rate schedule of N steps (the demo trains 8000);
-- ``plateau-N``: ceiling N with the default :class:`pfd.config.PlateauSpec` stop;
+- ``stop-N``: ceiling N, ended where :class:`pfd.config.PlateauSpec` finds the curve
+  flat (``anneal_fraction: 0``);
+- ``plateau-N``: ceiling N with the default plateau rule: flat curve, then the
+  learning rate decayed to ``stop_lr`` over 15 % of N from there;
 - ``half-frames``: the demo's schedule on half the pool (what frames buy at equal steps).
 
 Per arm: steps trained, wall seconds, F/E RMSE against the teacher on the held-out
@@ -93,7 +96,8 @@ def train_arm(job: tuple[str, dict[str, Any], str, int]) -> dict[str, Any]:
         vs_dft, _ = evaluate(calc, dft_test)
     final = meta["lcurve"].get("final", {})
     return {"arm": name, "steps_ceiling": s.steps,
-            "steps_trained": int(meta.get("stopped_at_step") or final.get("step") or s.steps),
+            "steps_trained": int(meta.get("steps_trained") or final.get("step") or s.steps),
+            "stopped_at_step": meta.get("stopped_at_step"),
             "stopped_early": meta.get("stopped_early"), "n_train": n_pool,
             "wall_s": round(wall, 1), "train_s": meta["train_seconds"],
             "vs_teacher_F_eV_A": vs_teacher.force_rmse_eV_A,
@@ -137,9 +141,12 @@ def main() -> None:
     plateau = PlateauSpec()
     if args.quick:  # windows of a few points over the tiny schedule
         plateau = PlateauSpec(min_fraction=0.2, window_fraction=0.2)
+    stop = plateau.model_copy(update={"anneal_fraction": 0.0})
     arms: dict[str, tuple[dict[str, Any], int]] = {
         f"full-{n // 4}": ({"steps": n // 4}, len(split.pool)),
         f"full-{n}": ({}, len(split.pool)),
+        f"stop-{n}": ({"plateau": stop}, len(split.pool)),
+        f"stop-{2 * n}": ({"steps": 2 * n, "plateau": stop}, len(split.pool)),
         f"plateau-{n}": ({"plateau": plateau}, len(split.pool)),
         f"plateau-{2 * n}": ({"steps": 2 * n, "plateau": plateau}, len(split.pool)),
         "half-frames": ({}, len(split.pool) // 2),
@@ -153,7 +160,13 @@ def main() -> None:
     t_f = teacher_vs_dft.force_rmse_eV_A
     for r in rows:
         r["student_over_teacher_F"] = round(r["vs_dft_F_eV_A"] / t_f, 3)
+        r["date"] = utc_now()
         print(r, flush=True)
+    earlier = args.out_dir / f"benchmarks/results/{name}.json"
+    if args.arms and earlier.is_file():  # a subset rerun keeps the other arms' rows
+        kept = [r for r in json.loads(earlier.read_text())["rows"] if r["arm"] not in chosen]
+        rows = sorted(kept + rows, key=lambda r: list(arms).index(r["arm"])
+                      if r["arm"] in arms else len(arms))
     res = {"benchmark": name, "machine": machine(), "date": utc_now(),
            "command": " ".join(["python", "benchmarks/student_budget.py", *sys.argv[1:]]),
            "load_average_1_5_15_before": load_before,
@@ -177,9 +190,9 @@ def main() -> None:
              "| E vs teacher meV/atom | F vs DFT eV/Å | E vs DFT meV/atom | student/teacher F |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        stop = (r["stopped_early"] or "").split(":")[0] or "schedule end"
+        why = (r["stopped_early"] or "").split(":")[0] or "schedule end"
         lines.append(f"| {r['arm']} | {r['n_train']} | {r['steps_trained']} / "
-                     f"{r['steps_ceiling']} | {stop} | {r['train_s']:.0f} | "
+                     f"{r['steps_ceiling']} | {why} | {r['train_s']:.0f} | "
                      f"{r['vs_teacher_F_eV_A']:.3f} | {r['vs_teacher_E_meV_atom']:.1f} | "
                      f"{r['vs_dft_F_eV_A']:.3f} | {r['vs_dft_E_meV_atom']:.1f} | "
                      f"{r['student_over_teacher_F']:.2f} |")

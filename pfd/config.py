@@ -427,11 +427,19 @@ class PlateauSpec(Strict):
     checkpoint. Medians of windows, because deepmd's validation RMSE is a few batches
     per point and jumps; both quantities, because deepmd moves weight from forces to
     energies as the learning rate decays, so forces may flatten while energies still fall.
+
+    Energies improve mostly as the learning rate decays (deepmd ties the energy weight to
+    it), so a flat curve at a high rate does not mean a finished one: with
+    ``anneal_fraction`` > 0 the training is not ended there but continued from that
+    checkpoint for that fraction of ``steps`` more, over which the learning rate decays
+    to ``stop_lr`` (deepmd's own schedule, shortened: ``numb_steps`` becomes the stop
+    step plus the tail). 0 ends it at the plateau.
     """
 
     min_fraction: float = Field(0.3, gt=0, le=1)
     window_fraction: float = Field(0.1, gt=0, le=0.5)
     min_improvement: float = Field(0.02, ge=0, lt=1)
+    anneal_fraction: float = Field(0.15, ge=0, le=0.5)
 
 
 class StudentSpec(DPScheduleSpec):

@@ -82,9 +82,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
     wrapper.chmod(0o755)
     cfg = yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text())
     cfg["run_id"] = "deployed"
-    # orchestration is under test here, not the distillation (tests/test_e2e.py runs
-    # its rounds and audit): one student and its measurement only
+    # orchestration is under test here, not the distillation or the validation
+    # (tests/test_e2e.py runs its rounds, audit and validation): one student and its
+    # measurement only, and no validation (the report's three plots do not need it)
     cfg["distill"].update(data={"dft_copies": 0}, refine={"rounds": 0}, audit_frames=0)
+    cfg["validation"] = {"enabled": False}
     cfg["labeller"]["qe"]["command"] = str(wrapper)
     cfg_path = tmp / "deployed.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))

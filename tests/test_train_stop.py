@@ -74,7 +74,9 @@ def test_wall_budget_uses_the_clock() -> None:
     rows = _curve(np.linspace(1, 0.1, 5))
     assert check(rows) is None
     now[0] = 121.0
-    assert "wall budget of 2 min reached at step 50 of 1000" in check(rows)
+    halt = check(rows)
+    assert halt is not None and halt.anneal_steps == 0  # a spent budget does not anneal
+    assert "wall budget of 2 min reached at step 50 of 1000" in halt.reason
     assert stop_rule(1000, None, None) is None
 
 
@@ -90,15 +92,20 @@ def test_stop_settings_join_the_fingerprint_only_when_set() -> None:
 FAKE_DP = r'''
 import json, sys, time
 from pathlib import Path
-cfg = json.loads(Path(sys.argv[-1]).read_text())
+args = sys.argv[1:]
+cfg = json.loads(Path(args[args.index("train") + 1]).read_text())
+start = 0
+if "--restart" in args:  # model.ckpt-N.pt
+    start = int(args[args.index("--restart") + 1].split("-")[1].split(".")[0])
 n = cfg["training"]["numb_steps"]; disp = cfg["training"]["disp_freq"]
 save = cfg["training"]["save_freq"]
-with open("lcurve.out", "w") as fh:
-    fh.write("# step rmse_e_val rmse_e_trn rmse_f_val rmse_f_trn lr\n")
-    for step in range(disp, n + 1, disp):
+with open("lcurve.out", "a" if start else "w") as fh:
+    if not start:
+        fh.write("# step rmse_e_val rmse_e_trn rmse_f_val rmse_f_trn lr\n")
+    for step in range(start + disp, n + 1, disp):
         f = max(0.2, 1.0 - step / 400)   # flat from step 320 on
         fh.write(f"{step} {f / 10} {f / 10} {f} {f} 1e-3\n"); fh.flush()
-        if step % save == 0:
+        if step % save == 0 or step == n:
             Path(f"model.ckpt-{step}.pt").write_text("w")
             Path("checkpoint").write_text(f"model.ckpt-{step}.pt")
         time.sleep(0.02)
@@ -115,32 +122,58 @@ def _config(steps: int, disp: int, save: int) -> dict:
     return {"training": {"numb_steps": steps, "disp_freq": disp, "save_freq": save}}
 
 
-def test_a_stopped_training_ends_on_its_checkpoint_and_stays_ended(tmp_path: Path) -> None:
+def _workdir(tmp_path: Path) -> Path:
     work = tmp_path / "w"
-    work.mkdir()
-    (work / "data").mkdir()
+    (work / "data").mkdir(parents=True)
+    return work
+
+
+def test_a_stopped_training_ends_on_its_checkpoint_and_stays_ended(tmp_path: Path) -> None:
+    work = _workdir(tmp_path)
     cfg = _config(4000, 10, 100)
-    stop = stop_rule(4000, PlateauSpec(min_fraction=0.05), None)
+    rule = PlateauSpec(min_fraction=0.05, anneal_fraction=0)
     run = run_training(work, cfg, [work / "data"], dp=_fake_dp(tmp_path), backend="pt",
-                       threads=1, stop=stop, poll_s=0.05)
+                       threads=1, stop=stop_rule(4000, rule, None), poll_s=0.05)
     assert run.stopped and "validation plateau" in run.stopped
     # flat from step 320; windows of 400 steps; stopped long before 4000
     assert run.stopped_at_step is not None and 400 <= run.stopped_at_step < 2000
-    assert run.stopped_at_step % 100 == 0
+    assert run.stopped_at_step % 100 == 0 and run.steps_done == run.stopped_at_step
     # the curve ends where the model's checkpoint is
     assert read_lcurve(work / LCURVE_FILE)[-1]["step"] == run.stopped_at_step
     state = json.loads((work / "pfd_train.json").read_text())
-    assert state["stopped"] == run.stopped
+    assert state["stopped"] == {"reason": run.stopped, "step": run.stopped_at_step}
     again = run_training(work, cfg, [work / "data"], dp=["false"], backend="pt", threads=1,
-                         stop=stop_rule(4000, PlateauSpec(min_fraction=0.05), None))
+                         stop=stop_rule(4000, rule, None))
     assert again.seconds == 0 and again.stopped == run.stopped
-    assert again.stopped_at_step == run.stopped_at_step
+    assert again.stopped_at_step == again.steps_done == run.stopped_at_step
+
+
+def test_a_plateau_anneals_over_a_shortened_schedule(tmp_path: Path) -> None:
+    """After the stop, the same training continues from the stop's checkpoint with
+    ``numb_steps`` = stop step + the tail; a kill during the tail finishes it later."""
+    work = _workdir(tmp_path)
+    cfg = _config(4000, 10, 100)
+    rule = PlateauSpec(min_fraction=0.05, anneal_fraction=0.1)  # 400 steps
+    run = run_training(work, cfg, [work / "data"], dp=_fake_dp(tmp_path), backend="pt",
+                       threads=1, stop=stop_rule(4000, rule, None), poll_s=0.05)
+    at = run.stopped_at_step
+    assert at is not None and run.steps_done == at + 400
+    assert json.loads((work / "restart.json").read_text())["training"]["numb_steps"] == at + 400
+    steps = [r["step"] for r in read_lcurve(work / LCURVE_FILE)]
+    assert steps[-1] == at + 400 and len(steps) == len(set(steps))  # one row per step
+    state = json.loads((work / "pfd_train.json").read_text())
+    assert state["stopped"]["anneal_to"] == at + 400
+    # a kill during the tail, as the state would be: the anneal was to go further
+    state["stopped"]["anneal_to"] = at + 600
+    (work / "pfd_train.json").write_text(json.dumps(state))
+    rest = run_training(work, cfg, [work / "data"], dp=_fake_dp(tmp_path), backend="pt",
+                        threads=1, stop=stop_rule(4000, rule, None), poll_s=0.05)
+    assert rest.steps_done == at + 600 and rest.stopped_at_step == at
+    assert rest.resumed_from_step == at + 400
 
 
 def test_without_a_stop_the_same_curve_runs_to_its_end(tmp_path: Path) -> None:
-    work = tmp_path / "w"
-    work.mkdir()
-    (work / "data").mkdir()
+    work = _workdir(tmp_path)
     run = run_training(work, _config(600, 10, 100), [work / "data"],
                        dp=_fake_dp(tmp_path), backend="pt", threads=1, poll_s=0.05)
     assert run.stopped is None and read_lcurve(work / LCURVE_FILE)[-1]["step"] == 600

@@ -66,7 +66,7 @@ def training_summary(round_idx: int, meta: dict[str, Any]) -> dict[str, Any]:
     ceiling = int(meta["settings"]["steps"])
     final = (meta.get("lcurve") or {}).get("final") or {}
     return {"round": round_idx, "steps_ceiling": ceiling,
-            "steps_trained": int(meta.get("stopped_at_step") or final.get("step") or ceiling),
+            "steps_trained": int(meta.get("steps_trained") or final.get("step") or ceiling),
             "stopped_early": meta.get("stopped_early"),
             "train_seconds": meta.get("train_seconds"),
             "n_train_frames": meta.get("n_train_frames")}

@@ -511,6 +511,7 @@ def write_model_meta(model_dir: Path, workdir: Path, meta: dict[str, Any], setti
         "resumed_from_step": run.resumed_from_step,
         "stopped_early": run.stopped,
         "stopped_at_step": run.stopped_at_step,
+        "steps_trained": run.steps_done,
         "lcurve": _lcurve_summary(workdir, model_dir),
     }
     (model_dir / META_FILE).write_text(json.dumps(meta, indent=2))

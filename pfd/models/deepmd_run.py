@@ -33,12 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pfd.models.train_stop import StopCheck
+from pfd.models.train_stop import Stop, StopCheck
 from pfd.threads import thread_env as _base_thread_env
 
 LCURVE_FILE = "lcurve.out"
 STATE_FILE = "pfd_train.json"
 CHECKPOINT_POINTER = "checkpoint"
+#: the log of the shortened schedule that follows a plateau stop (train.log keeps its own)
+ANNEAL_LOG = "anneal.log"
 
 Backend = Literal["pt", "tf"]
 Progress = Callable[[dict[str, Any]], None]
@@ -222,8 +224,10 @@ def fingerprint(workdir: Path, files: Sequence[Path], extra: dict[str, Any]) -> 
 class TrainingRun:
     """What a training call did: for provenance in ``pfd_model.json``.
 
-    ``stopped`` is why training ended before ``numb_steps`` (a plateau, a wall budget;
-    see :mod:`pfd.models.train_stop`) and ``stopped_at_step`` the checkpoint it ended on.
+    ``stopped`` is why training left its schedule before ``numb_steps`` (a plateau, a
+    wall budget; see :mod:`pfd.models.train_stop`), ``stopped_at_step`` the checkpoint it
+    left it on, and ``steps_done`` the step of the checkpoint the model is (after an
+    anneal, past ``stopped_at_step``).
     """
 
     seconds: float
@@ -231,6 +235,7 @@ class TrainingRun:
     command: list[str]
     stopped: str | None = None
     stopped_at_step: int | None = None
+    steps_done: int | None = None
 
 
 def run_dp(
@@ -244,14 +249,15 @@ def run_dp(
     poll_s: float = 2.0,
     env_extra: dict[str, str] | None = None,
     stop: StopCheck | None = None,
-) -> str | None:
+) -> Stop | None:
     """Run ``dp --<backend> ARGS`` in ``workdir``; raise with the log tail on failure.
 
     With ``progress``, new ``lcurve.out`` rows are passed to it every ``poll_s`` seconds
     and once more at the end. A callback that raises is reported once as a warning and
     then ignored: a broken dashboard must not kill hours of training. ``stop`` is asked
     with the learning curve at every poll once a checkpoint exists; the reason it
-    returns ends ``dp`` (then returned; None when dp ran to its end).
+    returns ends ``dp`` (the :class:`~pfd.models.train_stop.Stop` is returned; None when dp
+    ran to its end).
     """
     env = {**os.environ, **thread_env(threads), **(env_extra or {})}
     log = Path(workdir) / log_name
@@ -284,7 +290,7 @@ def run_dp(
         rows = read_lcurve(lcurve)
         state["last"] = int(rows[-1]["step"]) if rows else -1
 
-    reason: str | None = None
+    reason: Stop | None = None
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
@@ -315,6 +321,29 @@ def run_dp(
     return None
 
 
+def _restart_args(workdir: Path, backend: Backend, ckpt: tuple[str, int],
+                  numb_steps: int | None = None) -> list[str]:
+    """``dp train`` arguments continuing from checkpoint ``ckpt``; ``numb_steps`` set
+    shortens the schedule (deepmd recomputes the decay from it, the step comes from the
+    checkpoint)."""
+    name, step = ckpt
+    # Both backends display step N again when restarting from model.ckpt-N (deepmd
+    # 3.2's PyTorch trainer stores the index N-1 of the last step done and repeats
+    # step N; TF shows the restored state first). Keep one row per step.
+    _truncate_lcurve(workdir / LCURVE_FILE, step - 1)
+    resolved = workdir / "out.json"
+    restart_input = "input.json"
+    if backend == "pt" and resolved.is_file():
+        restart_input = "restart.json"
+        shutil.copy2(resolved, workdir / restart_input)
+    if numb_steps is not None:
+        cfg = json.loads((workdir / restart_input).read_text())
+        cfg["training"]["numb_steps"] = int(numb_steps)
+        restart_input = "restart.json"
+        (workdir / restart_input).write_text(json.dumps(cfg, indent=2))
+    return ["train", restart_input, "--restart", name]
+
+
 def run_training(
     workdir: Path,
     config: dict[str, Any],
@@ -336,8 +365,11 @@ def run_training(
     the first run (``out.json``), because for a fine-tune that is where the pretrained
     model's descriptor was substituted. ``identity`` joins the fingerprint (e.g. the
     base checkpoint of a fine-tune, the stop settings), so changing it starts afresh.
+
     A training that ``stop`` ended (see :func:`run_dp`) ends on its newest checkpoint,
-    and called again it stays ended there.
+    or, when the stop asks for an anneal, continues from it with the schedule shortened
+    to end ``anneal_steps`` later; called again it stays ended (or finishes the anneal
+    a kill interrupted).
     """
     workdir = Path(workdir)
     (workdir / "input.json").write_text(json.dumps(config, indent=2))
@@ -346,42 +378,53 @@ def run_training(
     state_path = workdir / STATE_FILE
     previous = json.loads(state_path.read_text()) if state_path.is_file() else {}
     ckpt = latest_checkpoint(workdir, backend) if previous.get("fingerprint") == fp else None
+    record: dict[str, Any] = {"fingerprint": fp, "backend": backend}
+    t0 = time.perf_counter()
+
+    def finished(resumed: int | None, args: list[str], stopped: dict[str, Any] | None
+                 ) -> TrainingRun:
+        done = latest_checkpoint(workdir, backend)
+        run = TrainingRun(seconds=time.perf_counter() - t0 if args else 0.0,
+                          resumed_from_step=resumed,
+                          command=[*dp, f"--{backend}", *args] if args else [],
+                          steps_done=done[1] if done else None)
+        if stopped is not None:
+            run.stopped, run.stopped_at_step = stopped["reason"], stopped["step"]
+        return run
 
     if ckpt is not None and previous.get("stopped"):
-        return TrainingRun(seconds=0.0, resumed_from_step=ckpt[1], command=[],
-                           stopped=previous["stopped"], stopped_at_step=ckpt[1])
+        stopped = previous["stopped"]
+        if ckpt[1] >= stopped.get("anneal_to", 0):
+            return finished(ckpt[1], [], stopped)
+        # killed while annealing: finish the shortened schedule
+        args = _restart_args(workdir, backend, ckpt, stopped["anneal_to"])
+        run_dp(dp, args, workdir, ANNEAL_LOG, threads, backend=backend, progress=progress,
+               poll_s=poll_s)
+        return finished(ckpt[1], args, stopped)
     if ckpt is not None and ckpt[1] >= int(config["training"]["numb_steps"]):
         # killed after the last checkpoint (e.g. while freezing): nothing left to train
-        return TrainingRun(seconds=0.0, resumed_from_step=ckpt[1], command=[])
+        return finished(ckpt[1], [], None)
     if ckpt is None:
         clean_training_outputs(workdir)
         args = ["train", "input.json", *init_args]
         resumed = None
     else:
-        name, step = ckpt
-        # Both backends display step N again when restarting from model.ckpt-N (deepmd
-        # 3.2's PyTorch trainer stores the index N-1 of the last step done and repeats
-        # step N; TF shows the restored state first). Keep one row per step.
-        _truncate_lcurve(workdir / LCURVE_FILE, step - 1)
-        resolved = workdir / "out.json"
-        restart_input = "input.json"
-        if backend == "pt" and resolved.is_file():
-            shutil.copy2(resolved, workdir / "restart.json")
-            restart_input = "restart.json"
-        args = ["train", restart_input, "--restart", name]
-        resumed = step
-    record: dict[str, Any] = {"fingerprint": fp, "backend": backend}
+        args = _restart_args(workdir, backend, ckpt)
+        resumed = ckpt[1]
     state_path.write_text(json.dumps(record, indent=2))
-    t0 = time.perf_counter()
-    reason = run_dp(dp, args, workdir, "train.log", threads, backend=backend,
-                    progress=progress, poll_s=poll_s, stop=stop)
-    run = TrainingRun(seconds=time.perf_counter() - t0, resumed_from_step=resumed,
-                      command=[*dp, f"--{backend}", *args])
-    if reason is not None:
-        done = latest_checkpoint(workdir, backend)
-        assert done is not None  # run_dp stops only once a checkpoint exists
-        # the model is the checkpoint's: its curve ends there too
-        _truncate_lcurve(workdir / LCURVE_FILE, done[1])
-        run.stopped, run.stopped_at_step = reason, done[1]
-        state_path.write_text(json.dumps(record | {"stopped": reason}, indent=2))
-    return run
+    halt = run_dp(dp, args, workdir, "train.log", threads, backend=backend,
+                  progress=progress, poll_s=poll_s, stop=stop)
+    if halt is None:
+        return finished(resumed, args, None)
+    done = latest_checkpoint(workdir, backend)
+    assert done is not None  # run_dp stops only once a checkpoint exists
+    # the model is the checkpoint's: its curve ends there too
+    _truncate_lcurve(workdir / LCURVE_FILE, done[1])
+    stopped = {"reason": halt.reason, "step": done[1]}
+    if halt.anneal_steps > 0:
+        stopped["anneal_to"] = done[1] + halt.anneal_steps
+    state_path.write_text(json.dumps(record | {"stopped": stopped}, indent=2))
+    if halt.anneal_steps > 0:
+        run_dp(dp, _restart_args(workdir, backend, done, stopped["anneal_to"]), workdir,
+               ANNEAL_LOG, threads, backend=backend, progress=progress, poll_s=poll_s)
+    return finished(resumed, args, stopped)

@@ -12,12 +12,23 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pfd.config import PlateauSpec, StudentSpec
 
-#: what a stop check is given (the learning-curve rows so far) and returns (a reason)
-StopCheck = Callable[[Sequence[dict[str, Any]]], "str | None"]
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a training ends before its last step, and how many steps of a shortened
+    learning-rate decay follow from the stop's checkpoint (0: none, it ends there)."""
+
+    reason: str
+    anneal_steps: int = 0
+
+
+#: what a stop check is given (the learning-curve rows so far) and returns
+StopCheck = Callable[[Sequence[dict[str, Any]]], "Stop | None"]
 
 #: learning-curve columns compared, each with its training-set fallback
 _METRICS = (("rmse_e_val", "rmse_e_trn"), ("rmse_f_val", "rmse_f_trn"))
@@ -71,12 +82,17 @@ def stop_rule(numb_steps: int, plateau: PlateauSpec | None, max_minutes: float |
         return None
     t0 = clock()
 
-    def check(rows: Sequence[dict[str, Any]]) -> str | None:
+    def check(rows: Sequence[dict[str, Any]]) -> Stop | None:
         if max_minutes is not None and clock() - t0 > 60.0 * max_minutes:
             step = int(rows[-1]["step"]) if rows else 0
-            return (f"wall budget of {max_minutes:g} min reached at step {step} of "
-                    f"{numb_steps} (the learning rate had not decayed to stop_lr)")
-        return plateau_reason(rows, numb_steps, plateau) if plateau is not None else None
+            return Stop(f"wall budget of {max_minutes:g} min reached at step {step} of "
+                        f"{numb_steps} (the learning rate had not decayed to stop_lr)")
+        if plateau is None:
+            return None
+        reason = plateau_reason(rows, numb_steps, plateau)
+        if reason is None:
+            return None
+        return Stop(reason, round(plateau.anneal_fraction * numb_steps))
 
     return check
 
