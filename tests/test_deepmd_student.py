@@ -316,8 +316,9 @@ def test_training_stops_on_a_flat_validation_curve(tmp_path: Path) -> None:
     # the shortened schedule reached deepmd's stop_lr (it was far above it at the stop)
     assert meta["lcurve"]["final"]["lr"] == pytest.approx(settings.stop_lr, rel=0.2)
     rows = read_lcurve(model / "lcurve.out")
-    at_stop = next(r for r in rows if r["step"] >= step)
-    assert at_stop["lr"] > 3 * settings.stop_lr
+    # the last row of the full schedule, before the anneal took over from the checkpoint
+    before = [r for r in rows if r["step"] < step][-1]
+    assert before["lr"] > 1.5 * settings.stop_lr, before
     calc = load_calculator(model)
     atoms = pool[40].copy()
     atoms.calc = calc
