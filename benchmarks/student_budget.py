@@ -76,6 +76,7 @@ def label_with_teacher(split: Any, out: Path) -> dict[str, list[Any]]:
 
 def train_arm(job: tuple[str, dict[str, Any], str, int]) -> dict[str, Any]:
     """Train one arm and test it (its own process: one core)."""
+    from pfd.distill.student import training_summary
     from pfd.metrics import evaluate
     from pfd.models.deepmd import load_calculator, train_student
 
@@ -94,12 +95,12 @@ def train_arm(job: tuple[str, dict[str, Any], str, int]) -> dict[str, Any]:
         calc = load_calculator(model)
         vs_teacher, _ = evaluate(calc, labelled["test"])
         vs_dft, _ = evaluate(calc, dft_test)
-    final = meta["lcurve"].get("final", {})
-    return {"arm": name, "steps_ceiling": s.steps,
-            "steps_trained": int(meta.get("steps_trained") or final.get("step") or s.steps),
+    trained = training_summary(0, meta)  # the run record's own reading of the model
+    return {"arm": name, "steps_ceiling": trained["steps_ceiling"],
+            "steps_trained": trained["steps_trained"],
             "stopped_at_step": meta.get("stopped_at_step"),
-            "stopped_early": meta.get("stopped_early"), "n_train": n_pool,
-            "wall_s": round(wall, 1), "train_s": meta["train_seconds"],
+            "stopped_early": trained["stopped_early"], "n_train": n_pool,
+            "wall_s": round(wall, 1), "train_s": trained["train_seconds"],
             "vs_teacher_F_eV_A": vs_teacher.force_rmse_eV_A,
             "vs_teacher_E_meV_atom": vs_teacher.energy_rmse_meV_atom,
             "vs_dft_F_eV_A": vs_dft.force_rmse_eV_A,

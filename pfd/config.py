@@ -423,10 +423,11 @@ class PlateauSpec(Strict):
     At every learning-curve point past ``min_fraction`` of the steps, the median
     validation RMSE of the last ``window_fraction`` of the steps is compared with the
     median of the window before it, for energies and forces alike; when neither fell by
-    ``min_improvement`` (relative) the curve is flat and training stops at its newest
-    checkpoint. Medians of windows, because deepmd's validation RMSE is a few batches
-    per point and jumps; both quantities, because deepmd moves weight from forces to
-    energies as the learning rate decays, so forces may flatten while energies still fall.
+    ``min_improvement`` (relative) the curve is flat and training leaves its schedule at
+    its newest checkpoint (what follows: ``anneal_fraction``, below). Medians of windows,
+    because deepmd's validation RMSE is a few batches per point and jumps; both
+    quantities, because deepmd moves weight from forces to energies as the learning rate
+    decays, so forces may flatten while energies still fall.
 
     Energies improve mostly as the learning rate decays (deepmd ties the energy weight to
     it), so a flat curve at a high rate does not mean a finished one: with

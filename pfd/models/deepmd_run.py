@@ -290,7 +290,7 @@ def run_dp(
         rows = read_lcurve(lcurve)
         state["last"] = int(rows[-1]["step"]) if rows else -1
 
-    reason: Stop | None = None
+    halt: Stop | None = None
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
@@ -303,16 +303,16 @@ def run_dp(
                     rows = curve()
                     publish(rows)
                     if stop is not None and rows and latest_checkpoint(workdir, backend):
-                        reason = stop(rows)
-                        if reason is not None:
+                        halt = stop(rows)
+                        if halt is not None:
                             break
         finally:
             if proc.poll() is None:  # stopped, or interrupted in Python: end dp here
                 proc.kill()
                 proc.wait()
     publish(curve())
-    if reason is not None:
-        return reason
+    if halt is not None:
+        return halt
     if proc.returncode != 0:
         raise RuntimeError(
             f"`dp --{backend} {' '.join(args)}` failed with exit code {proc.returncode} in "
@@ -392,15 +392,19 @@ def run_training(
             run.stopped, run.stopped_at_step = stopped["reason"], stopped["step"]
         return run
 
+    def anneal(start: tuple[str, int], to: int) -> list[str]:
+        # the shortened schedule from checkpoint ``start`` to step ``to``
+        args = _restart_args(workdir, backend, start, to)
+        run_dp(dp, args, workdir, ANNEAL_LOG, threads, backend=backend, progress=progress,
+               poll_s=poll_s)
+        return args
+
     if ckpt is not None and previous.get("stopped"):
         stopped = previous["stopped"]
         if ckpt[1] >= stopped.get("anneal_to", 0):
             return finished(ckpt[1], [], stopped)
         # killed while annealing: finish the shortened schedule
-        args = _restart_args(workdir, backend, ckpt, stopped["anneal_to"])
-        run_dp(dp, args, workdir, ANNEAL_LOG, threads, backend=backend, progress=progress,
-               poll_s=poll_s)
-        return finished(ckpt[1], args, stopped)
+        return finished(ckpt[1], anneal(ckpt, stopped["anneal_to"]), stopped)
     if ckpt is not None and ckpt[1] >= int(config["training"]["numb_steps"]):
         # killed after the last checkpoint (e.g. while freezing): nothing left to train
         return finished(ckpt[1], [], None)
@@ -425,6 +429,5 @@ def run_training(
         stopped["anneal_to"] = done[1] + halt.anneal_steps
     state_path.write_text(json.dumps(record | {"stopped": stopped}, indent=2))
     if halt.anneal_steps > 0:
-        run_dp(dp, _restart_args(workdir, backend, done, stopped["anneal_to"]), workdir,
-               ANNEAL_LOG, threads, backend=backend, progress=progress, poll_s=poll_s)
+        anneal(done, stopped["anneal_to"])
     return finished(resumed, args, stopped)
