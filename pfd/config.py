@@ -341,6 +341,15 @@ FINETUNE_BACKEND_FIELDS = {
     "sevennet": ("foundation", "epochs", "patience_epochs", "energy_weight", "force_weight",
                  "stress_weight", "huber_delta", "random_init"),
     "deepmd": ("checkpoint", "model_branch", "steps", "stop_lr", *DPLossSpec.model_fields),
+    "chgnet": ("foundation", "epochs", "patience_epochs", "energy_weight", "force_weight",
+               "stress_weight", "huber_delta"),
+}
+
+#: FinetuneSpec defaults that differ by backend, applied where the config leaves the field
+#: unset. chgnet: its shipped model; its stress loss is on GPa (sevennet's on kbar) with
+#: chgnet's own default weight, and its Huber delta is chgnet's (0.1)
+FINETUNE_BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "chgnet": {"foundation": "0.3.0", "stress_weight": 0.1, "huber_delta": 0.1},
 }
 
 
@@ -352,11 +361,14 @@ class FinetuneSpec(DPLossSpec):
     ``deepmd``: ``checkpoint`` is a DPA-2/DPA-3 training checkpoint (``.pt``, relative to
     the config file); ``model_branch`` picks the head of a multi-task one (required there)
     or is ``RANDOM`` to re-initialise the fitting net; ``steps``, ``stop_lr`` and the dp
-    loss prefactors apply. ``batch_size``, ``learning_rate``, ``valid_fraction``,
-    ``min_valid_frames`` and ``seed`` apply to both.
+    loss prefactors apply. ``chgnet``: ``foundation`` is a CHGNet model the chgnet wheel
+    ships (``0.3.0``, the default then; ``0.2.0``; ``r2scan``) or a saved ``.pth.tar``;
+    ``epochs``, ``patience_epochs`` and the loss weights apply (stress on GPa).
+    ``batch_size``, ``learning_rate``, ``valid_fraction``, ``min_valid_frames`` and
+    ``seed`` apply to all.
     """
 
-    backend: Literal["sevennet", "deepmd"] = "sevennet"
+    backend: Literal["sevennet", "deepmd", "chgnet"] = "sevennet"
     foundation: str = Field("7net-0", json_schema_extra=CONTENT)  # content if a file
     checkpoint: str | None = Field(None, json_schema_extra=CONTENT)
     model_branch: str | None = None
@@ -387,6 +399,9 @@ class FinetuneSpec(DPLossSpec):
 
     @model_validator(mode="after")
     def _backend_fields(self) -> FinetuneSpec:
+        for name, value in FINETUNE_BACKEND_DEFAULTS.get(self.backend, {}).items():
+            if name not in self.model_fields_set:
+                object.__setattr__(self, name, value)
         if self.backend == "deepmd":
             if not self.checkpoint:
                 raise ValueError("finetune.checkpoint is required with backend 'deepmd': the "
@@ -1101,10 +1116,10 @@ class PFDConfig(Strict):
 
     @model_validator(mode="after")
     def _foundation_as_given(self) -> PFDConfig:
-        if self.validation.foundation and self.finetune.backend != "sevennet":
-            raise ValueError(f"validation.foundation: true needs finetune.backend sevennet "
-                             f"(got {self.finetune.backend!r}: its foundation has no "
-                             "calculator as given); set it false")
+        if self.validation.foundation and self.finetune.backend == "deepmd":
+            raise ValueError("validation.foundation: true needs finetune.backend sevennet or "
+                             "chgnet (a DPA training checkpoint has no calculator as given); "
+                             "set it false")
         return self
 
     @model_validator(mode="after")

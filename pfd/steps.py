@@ -27,6 +27,7 @@ from pfd.label.cache import label_frames
 from pfd.label.registry import make_labeller as labeller_from_spec
 from pfd.metrics import Metrics, converged, evaluate
 from pfd.model_cache import cached_calculator, model_ready, upload_model
+from pfd.models import backends
 from pfd.models.registry import MODEL_JSON
 from pfd.perturb import perturb, strained_copies
 from pfd.run_store import RunContext
@@ -184,19 +185,10 @@ def finetune_model(ctx: RunContext, dataset_keys: list[str],
         a.info.clear()
     train, valid = held_out(frames, ft.valid_fraction, ft.min_valid_frames)
     workdir = ctx.workdir / "finetune" / h
-    if ft.backend == "deepmd":
-        from pfd.models import deepmd_finetune
-
-        # no wipe: the work dir is this exact training's, and deepmd resumes in it
-        model_dir = deepmd_finetune.finetune(str(ft.checkpoint), train, valid, workdir,
-                                             ft.dp_schedule(), head=ft.model_branch,
-                                             progress=progress)
-    else:
-        from pfd.models import sevennet
-
-        # no wipe: sevennet resumes from workdir/resume.pth only when its fingerprint
-        # (frames, start, settings) matches, and starts clean otherwise
-        model_dir = sevennet.finetune(train, valid, workdir, ft, progress=progress)
+    # no wipe: the work dir is this exact training's, and every backend resumes in it
+    # only what belongs to the same frames, start and settings (deepmd: its step
+    # checkpoints; sevennet, chgnet: the state after the last epoch, by fingerprint)
+    model_dir = backends.finetune(ft, train, valid, workdir, progress=progress)
     meta = json.loads((model_dir / MODEL_JSON).read_text())
     summary = {"n_train": len(train), "n_valid": len(valid),
                "epochs_run": meta.get("epochs_run"), "datasets": sorted(dataset_keys)}

@@ -34,12 +34,14 @@ if ! "$VENV/bin/python" -c "import deepmd, deepmd.pt.cxx_op as c; assert c.ENABL
     "deepmd-kit==3.2.0"
 fi
 "$VENV/bin/python" - <<'PYEOF'
-import torch, deepmd.pt.cxx_op as c, sevenn, prefect
-import os
+import torch, deepmd.pt.cxx_op as c, sevenn, prefect, chgnet
+import os, pathlib
 cpu = os.environ.get("PFD_TORCH_VARIANT", "cpu") == "cpu"
 assert torch.__version__.startswith("2.13.0") and ("+cpu" in torch.__version__) == cpu, (
     f"torch {torch.__version__} with PFD_TORCH_VARIANT={'cpu' if cpu else 'cuda'}")
 assert c.ENABLE_CUSTOMIZED_OP, "deepmd-kit custom ops missing"
+assert list((pathlib.Path(chgnet.__file__).parent / "pretrained/0.3.0").glob("*.pth.tar")), (
+    "chgnet wheel without its CHGNet 0.3.0 weights")
 print(f"python deps: torch {torch.__version__}, prefect {prefect.__version__}, sevenn {sevenn.__version__}")
 PYEOF
 echo "$key" > "$stamp"

@@ -25,7 +25,7 @@ from pfd import frames as fr
 from pfd.config import DPScheduleSpec, FinetuneSpec, StudentSpec
 from pfd.models.deepmd import frames_to_deepmd, freeze, load_calculator
 from pfd.models.deepmd_finetune import (
-    finetune,
+    finetune_checkpoint,
     read_checkpoint,
     resolve_head,
 )
@@ -149,7 +149,7 @@ def test_element_missing_from_type_map_is_a_clear_error(
     frames[1].symbols[0] = "Ge"
     frames[2].symbols[:2] = "O"
     with pytest.raises(ValueError, match=r"element\(s\) \['Ge', 'O'\].*\['C', 'Si'\]"):
-        finetune(dpa3["ckpt"], frames, [], tmp_path / "ft", DPScheduleSpec(steps=10))
+        finetune_checkpoint(dpa3["ckpt"], frames, [], tmp_path / "ft", DPScheduleSpec(steps=10))
     assert not (tmp_path / "ft" / "train.log").exists()  # refused before any training
 
 
@@ -199,8 +199,8 @@ def test_finetune_dpa3_changes_weights_and_lowers_error(
     rows: list[dict[str, Any]] = []
     settings = DPScheduleSpec(steps=150, batch_size=1, start_lr=2e-3, stop_lr=2e-4,
                               disp_freq=25, save_freq=75)
-    model_dir = finetune(dpa3["ckpt"], data["ft"], data["valid"], tmp_path / "ft", settings,
-                         progress=rows.append)
+    model_dir = finetune_checkpoint(dpa3["ckpt"], data["ft"], data["valid"], tmp_path / "ft",
+                                    settings, progress=rows.append)
 
     meta = json.loads((model_dir / "pfd_model.json").read_text())
     assert meta["kind"] == "finetuned" and meta["backend"] == "deepmd"
@@ -239,13 +239,15 @@ def test_finetune_multitask_head(data: dict[str, list[Atoms]], tmp_path: Path) -
     info = read_checkpoint(ckpt)
     assert info.heads == ["pbe", "pbesol"]
     with pytest.raises(ValueError, match=r"multi-task checkpoint with heads \['pbe', 'pbesol'\]"):
-        finetune(ckpt, data["ft"], [], tmp_path / "x", DPScheduleSpec(steps=10))
+        finetune_checkpoint(ckpt, data["ft"], [], tmp_path / "x", DPScheduleSpec(steps=10))
     with pytest.raises(ValueError, match=r"no head 'hse'"):
-        finetune(ckpt, data["ft"], [], tmp_path / "x", DPScheduleSpec(steps=10), head="hse")
+        finetune_checkpoint(ckpt, data["ft"], [], tmp_path / "x", DPScheduleSpec(steps=10),
+                            head="hse")
 
     settings = DPScheduleSpec(steps=20, batch_size=1, start_lr=1e-4, stop_lr=1e-5,
                               disp_freq=10, save_freq=20)
-    model_dir = finetune(ckpt, data["ft"][:8], [], tmp_path / "ft", settings, head="pbesol")
+    model_dir = finetune_checkpoint(ckpt, data["ft"][:8], [], tmp_path / "ft", settings,
+                                    head="pbesol")
     assert "pretrained branch 'pbesol'" in (tmp_path / "ft" / "train.log").read_text()
 
     # the fitting net starts from the chosen head: after a short, gentle fine-tune its

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from ase import Atoms
+from ase.calculators.calculator import Calculator
 
 from pfd import frames as fr
-from pfd.config import DPScheduleSpec
+from pfd.config import DPScheduleSpec, FinetuneSpec
 from pfd.models.deepmd import (
     MODEL_FILE,
     _check_type_map,
@@ -192,7 +193,7 @@ def build_finetune_input(
     return {"model": model, **schedule_sections(train_systems, valid_systems, settings)}
 
 
-def finetune(
+def finetune_checkpoint(
     checkpoint: Path | str,
     train: list[Atoms],
     valid: list[Atoms],
@@ -243,3 +244,37 @@ def finetune(
     }
     write_model_meta(model_dir, workdir, meta, settings, train, valid, run)
     return model_dir
+
+
+# ---------------------------------------------------------------------------------------
+# the backend contract (pfd.models.backends)
+
+BACKEND = "deepmd"
+
+
+def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path, settings: FinetuneSpec,
+             base_model_dir: Path | None = None, progress: Progress | None = None,
+             threads: int = 1) -> Path:
+    """The run's ``finetune`` block applied to :func:`finetune_checkpoint`."""
+    if base_model_dir is not None:
+        raise ValueError("the deepmd backend fine-tunes from finetune.checkpoint only "
+                         f"(asked to start from {base_model_dir})")
+    return finetune_checkpoint(str(settings.checkpoint), train, valid, workdir,
+                               settings.dp_schedule(), head=settings.model_branch,
+                               progress=progress, threads=threads)
+
+
+def load_calculator(model_dir: Path, threads: int = 1) -> Calculator:
+    from pfd.models import deepmd
+
+    return deepmd.load_calculator(model_dir, threads=threads)
+
+
+def foundation_calculator(name: str, threads: int = 1) -> Calculator:
+    raise ValueError(f"a DPA training checkpoint ({name}) is not a calculator as given: only "
+                     "the sevennet and chgnet foundations can be validated unchanged")
+
+
+def foundation_elements(name: str) -> list[str] | None:
+    """None: the elements depend on the head (``pfd.preflight`` checks them with it)."""
+    return None

@@ -29,10 +29,10 @@ def model_info(model_dir: Path) -> dict[str, object]:
 def load_calculator(model_dir: Path, threads: int = 1) -> Calculator:
     info = model_info(model_dir)
     backend = info.get("backend")
-    if backend == "sevennet":
-        from pfd.models import sevennet
+    if backend in ("sevennet", "chgnet"):
+        from pfd.models.backends import module
 
-        return sevennet.load_calculator(Path(model_dir), threads=threads)
+        return module(backend).load_calculator(Path(model_dir), threads=threads)
     if backend == "deepmd" and info.get("framework") == "tensorflow":
         # a LAMMPS-ready student: evaluated in the LAMMPS environment (deepmd_export)
         from pfd.models import deepmd_export
@@ -43,4 +43,4 @@ def load_calculator(model_dir: Path, threads: int = 1) -> Calculator:
 
         return deepmd.load_calculator(Path(model_dir), threads=threads)
     raise ValueError(f"{model_dir}/{MODEL_JSON}: unknown backend {backend!r} "
-                     "(allowed: sevennet, deepmd)")
+                     "(allowed: sevennet, chgnet, deepmd)")

@@ -9,12 +9,8 @@ exponential decay of 0.99 per epoch), except the learning rate. On 8 Si frames t
 preset's 4e-3 made the validation loss worse than the untouched foundation for three
 epochs running, 1e-4 barely moved it, and 1e-3 cut the force RMSE from 0.18 to 0.11 eV/Å.
 
-Energy reference: our DFT labeller's absolute energies follow its pseudopotential
-convention, not the foundation's (QE Si is ~ -107 eV/atom, SevenNet ~ -5.4 eV/atom).
-A per-element shift ``mu`` is fitted once against the starting model, the network is
-trained on ``E - sum_el n_el * mu_el`` (so it only learns the physics, not a constant),
-and ``load_calculator`` adds the shift back so every consumer sees the labeller's scale.
-Forces and stresses are shift-invariant and pass through untouched.
+Energy reference: the network trains on energies shifted to its own reference and its
+calculator adds the shift back (:mod:`pfd.models.energy_shift`).
 
 A model directory holds ``pfd_model.json`` plus, for fine-tuned models, the sevenn
 checkpoint it names; a "foundation" directory only points at a pretrained name.
@@ -31,13 +27,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator
 
 from pfd import frames as fr
 from pfd.config import FinetuneSpec, looks_like_path
 from pfd.device import torch_device
+from pfd.models import epoch_state
+from pfd.models.energy_shift import ShiftedCalculator, fit_energy_shift, shifted_frames
 from pfd.models.meta import MODEL_JSON
 from pfd.threads import pin_threads
 
@@ -131,50 +128,6 @@ def foundation_calculator(name: str = "7net-0", threads: int = 1) -> Calculator:
     return _raw_calculator(name, threads)
 
 
-class ShiftedCalculator(Calculator):
-    """Adds per-element energy shifts to a wrapped calculator.
-
-    This is what lets a model trained on shifted energies answer in the DFT labeller's
-    reference. An empty shift means "the wrapped model's own reference"; otherwise an
-    element without a shift is an error, since its energy would silently be off by
-    ~100 eV/atom.
-    """
-
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
-
-    def __init__(self, inner: Calculator, energy_shift: dict[str, float] | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.inner = inner
-        self.energy_shift = {k: float(v) for k, v in (energy_shift or {}).items()}
-
-    def shift_of(self, atoms: Atoms) -> float:
-        if not self.energy_shift:
-            return 0.0
-        symbols = atoms.get_chemical_symbols()
-        missing = sorted(set(symbols) - set(self.energy_shift))
-        if missing:
-            raise ValueError(
-                f"no energy shift for {missing}: the model was not fine-tuned on these elements"
-            )
-        return float(sum(self.energy_shift[s] for s in symbols))
-
-    def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] = ("energy",),
-                  system_changes: Sequence[str] = all_changes) -> None:
-        super().calculate(atoms, properties, system_changes)
-        assert self.atoms is not None
-        shift = self.shift_of(self.atoms)
-        self.inner.calculate(self.atoms, list(properties), list(all_changes))
-        res = self.inner.results
-        energy = float(res["energy"]) + shift
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "forces": np.array(res["forces"], dtype=float),
-            "stress": np.array(res["stress"], dtype=float),
-        }
-
-
 def read_model_json(model_dir: Path) -> dict[str, Any]:
     path = Path(model_dir) / MODEL_JSON
     if not path.is_file():
@@ -223,57 +176,6 @@ def load_calculator(model_dir: Path, threads: int = 1) -> Calculator:
     else:
         raise ValueError(f"unknown sevennet model kind {meta['kind']!r} in {model_dir}")
     return ShiftedCalculator(inner, meta.get("energy_shift_eV"))
-
-
-# ---------------------------------------------------------------------------------------
-# energy reference
-
-
-def _composition(frames: Sequence[Atoms], elements: list[str]) -> np.ndarray:
-    index = {el: i for i, el in enumerate(elements)}
-    counts = np.zeros((len(frames), len(elements)))
-    for row, atoms in enumerate(frames):
-        for sym in atoms.get_chemical_symbols():
-            counts[row, index[sym]] += 1
-    return counts
-
-
-def fit_energy_shift(frames: Sequence[Atoms], calc: Calculator) -> dict[str, float]:
-    """Per-element offsets ``mu`` with ``E_dft - E_model ≈ sum_el n_el * mu_el``.
-
-    Rows are divided by the atom count so every frame weighs the same, as in the per-atom
-    energy loss; for one element this makes ``mu`` the mean per-atom difference. When the
-    compositions do not span the elements (e.g. every frame is SiO2) only the combination
-    seen in the data is determined; lstsq's minimum-norm answer is exact for those
-    compositions and arbitrary, but harmless, for others.
-    """
-    if not frames:
-        raise ValueError("fit_energy_shift needs at least one labelled frame")
-    elements = fr.species(frames)
-    counts = _composition(frames, elements)
-    natoms = counts.sum(axis=1)
-    resid = np.empty(len(frames))
-    for i, atoms in enumerate(frames):
-        probe = fr.strip_labels(atoms)
-        probe.calc = calc
-        resid[i] = fr.energy(atoms) - float(probe.get_potential_energy())
-    mu, _, rank, _ = np.linalg.lstsq(counts / natoms[:, None], resid / natoms, rcond=None)
-    if rank < len(elements):
-        log.info("energy shift: compositions span %d of %d elements; min-norm solution",
-                 rank, len(elements))
-    return {el: float(m) for el, m in zip(elements, mu, strict=True)}
-
-
-def _shifted(frames: Sequence[Atoms], shift: dict[str, float], with_stress: bool) -> list[Atoms]:
-    out = []
-    for atoms in frames:
-        missing = set(atoms.get_chemical_symbols()) - set(shift)
-        if missing:
-            raise ValueError(f"elements {sorted(missing)} are absent from the training frames")
-        e = fr.energy(atoms) - sum(shift[s] for s in atoms.get_chemical_symbols())
-        out.append(fr.attach_labels(atoms, e, fr.forces(atoms),
-                                    fr.stress(atoms) if with_stress else None))
-    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -373,51 +275,10 @@ def _reinitialised(model: Any, config: dict[str, Any]) -> Any:
 
 def _fingerprint(train: Sequence[Atoms], valid: Sequence[Atoms], start: str,
                  settings: FinetuneSpec) -> str:
-    """What a resumable state belongs to: the frames, the starting weights, the settings."""
-    import hashlib
-
     import sevenn
 
-    h = hashlib.sha256()
-    h.update(json.dumps({"start": start, "settings": settings.backend_dump(),
-                         "sevenn": sevenn.__version__}, sort_keys=True).encode())
-    for part in (train, valid):
-        h.update(str(len(part)).encode())
-        for a in part:
-            stress = fr.stress(a)
-            for arr in (a.numbers, a.positions, a.cell.array, fr.forces(a),
-                        [fr.energy(a)], stress if stress is not None else []):
-                h.update(np.ascontiguousarray(arr, dtype=float).tobytes())
-    return h.hexdigest()
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    """torch.save through the store's atomic write: a kill mid-write leaves the old file."""
-    import io
-
-    import torch
-
-    from pfd.store import atomic_write
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write(path, buf.getvalue())
-
-
-def _load_resume(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    import torch
-
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - an unreadable state only costs the epochs
-        log.warning("sevennet finetune: ignoring unreadable resume state %s (%s)", path, exc)
-        return None
-    if state.get("fingerprint") != fingerprint:
-        log.info("sevennet finetune: resume state %s belongs to other data/settings", path)
-        return None
-    return state
+    return epoch_state.fingerprint(train, valid, {
+        "start": start, "settings": settings.backend_dump(), "sevenn": sevenn.__version__})
 
 
 def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
@@ -455,10 +316,11 @@ def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
     torch.manual_seed(settings.seed)
 
     start, foundation = _starting_point(base_model_dir, settings)
-    resume_path = workdir / "resume.pth"
+    resume_path = workdir / epoch_state.RESUME_FILE
     best_path = model_dir / CHECKPOINT
     fingerprint = _fingerprint(train, valid, start, settings)
-    state = _load_resume(resume_path, fingerprint) if best_path.is_file() else None
+    state = (epoch_state.load_state(resume_path, fingerprint, "sevennet finetune")
+             if best_path.is_file() else None)
     shift = (state["shift"] if state is not None
              else fit_energy_shift(train, _raw_calculator(start, threads)))
     use_stress = all(fr.stress(a) is not None for a in train)
@@ -471,8 +333,8 @@ def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
     config = cp.config
     cutoff = float(config[KEY.CUTOFF])
     data_root = workdir / "sevenn"
-    train_ds = _graph_dataset(_shifted(train, shift, use_stress), data_root, "train", cutoff)
-    valid_ds = (_graph_dataset(_shifted(valid, shift, use_stress), data_root, "valid", cutoff)
+    train_ds = _graph_dataset(shifted_frames(train, shift, use_stress), data_root, "train", cutoff)
+    valid_ds = (_graph_dataset(shifted_frames(valid, shift, use_stress), data_root, "valid", cutoff)
                 if valid else train_ds)
     gen = torch.Generator().manual_seed(settings.seed)
     train_loader = DataLoader(train_ds, batch_size=settings.batch_size, shuffle=True,
@@ -499,13 +361,13 @@ def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
     })
 
     def save_best(epoch: int) -> None:
-        _save_atomic({**trainer.get_checkpoint_dict(), "config": config, "epoch": epoch},
+        epoch_state.save_atomic({**trainer.get_checkpoint_dict(), "config": config, "epoch": epoch},
                      best_path)
 
     def save_state(epoch: int, stopped: bool) -> None:
         # the best checkpoint is always written first, so a state never names a best
         # epoch whose weights are not on disk
-        _save_atomic({"fingerprint": fingerprint, "epoch": epoch, "stopped": stopped,
+        epoch_state.save_atomic({"fingerprint": fingerprint, "epoch": epoch, "stopped": stopped,
                       "shift": shift, "best_loss": best_loss, "best_epoch": best_epoch,
                       "history": history, "generator": gen.get_state(),
                       "torch_rng": torch.get_rng_state(),

@@ -53,6 +53,10 @@ def _sevennet_species(checkpoint: Path) -> list[str]:
 
 def foundation_type_map(backend: str, foundation: str) -> list[str] | None:
     """Elements of the foundation's type map; None when the backend cannot tell."""
+    if backend == "chgnet":
+        from pfd.models.chgnet import foundation_elements
+
+        return foundation_elements(foundation)  # no model load for a shipped name
     if backend != "sevennet":
         return None
     entry = _read_cache().get(f"sevennet:{foundation}")

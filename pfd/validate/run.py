@@ -383,14 +383,11 @@ FOUNDATION = "foundation"
 def foundation_model(cfg: PFDConfig) -> Model:
     """The run's foundation model as given (no fine-tune, no energy shift)."""
     ft = cfg.finetune
-    if ft.backend != "sevennet":
-        raise ValueError(f"validation.foundation: only the sevennet backend's foundation can "
-                         f"be validated as given (finetune.backend is {ft.backend!r})")
 
     def load() -> Calculator:
-        from pfd.models.sevennet import foundation_calculator
+        from pfd.models.backends import foundation_calculator
 
-        return foundation_calculator(ft.foundation, threads=1)
+        return foundation_calculator(ft, threads=1)
 
     return Model(load, f"foundation:{ft.foundation}")
 

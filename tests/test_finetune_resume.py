@@ -1,5 +1,6 @@
-"""A SevenNet fine-tune SIGKILLed mid-epoch continues after its last finished epoch and
-ends exactly where an uninterrupted run ends (same batches, same weights)."""
+"""A fine-tune SIGKILLed mid-epoch continues after its last finished epoch and ends exactly
+where an uninterrupted run ends (same batches, same weights): every in-process backend
+(sevennet, chgnet) through the one contract of :mod:`pfd.models.backends`."""
 
 from __future__ import annotations
 
@@ -16,25 +17,28 @@ from procs import kill_tree, wait_for
 
 from pfd import frames as fr
 from pfd.config import FinetuneSpec
-from pfd.models.sevennet import finetune, read_model_json
+from pfd.models.backends import module
 
 SI_DATA = Path(__file__).resolve().parent / "data/si_paper/train.extxyz"  # see data/README.md
-SETTINGS = FinetuneSpec(epochs=3, batch_size=2, patience_epochs=10)
+BACKENDS = ["sevennet", "chgnet"]
 
 _CHILD = textwrap.dedent("""
     import sys
     from pathlib import Path
     from pfd import frames as fr
     from pfd.config import FinetuneSpec
-    from pfd.models.sevennet import finetune
+    from pfd.models.backends import finetune
     wd = Path(sys.argv[1])
     def progress(row):
         with open(wd.parent / "epochs.log", "a") as fh:
             fh.write(f"{row['step']}\\n")
-    finetune(fr.read_frames(sys.argv[2]), fr.read_frames(sys.argv[3]), wd,
-             FinetuneSpec(epochs=3, batch_size=2, patience_epochs=10),
-             progress=progress)
+    finetune(FinetuneSpec(backend=sys.argv[4], epochs=3, batch_size=2, patience_epochs=10),
+             fr.read_frames(sys.argv[2]), fr.read_frames(sys.argv[3]), wd, progress=progress)
 """)
+
+
+def _settings(backend: str, epochs: int = 3) -> FinetuneSpec:
+    return FinetuneSpec(backend=backend, epochs=epochs, batch_size=2, patience_epochs=10)
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +50,21 @@ def frames() -> tuple[list, list]:
     return picked[:4], picked[4:]
 
 
-def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
-    meta = read_model_json(model_dir)
+def _weights(backend: str, model_dir: Path) -> dict[str, torch.Tensor]:
+    meta = module(backend).read_model_json(model_dir)
     cp = torch.load(model_dir / meta["checkpoint"], map_location="cpu", weights_only=False)
-    return cp["model_state_dict"]
+    return cp["model_state_dict"] if backend == "sevennet" else cp["model"]["state_dict"]
 
 
 @pytest.mark.slow
-def test_killed_finetune_resumes_to_the_uninterrupted_result(tmp_path: Path, frames) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_killed_finetune_resumes_to_the_uninterrupted_result(tmp_path: Path, frames,
+                                                             backend: str) -> None:
     train, valid = frames
+    finetune, read_model_json = module(backend).finetune, module(backend).read_model_json
+    settings = _settings(backend)
     rows: list[dict] = []
-    reference = finetune(train, valid, tmp_path / "ref", SETTINGS, progress=rows.append)
+    reference = finetune(train, valid, tmp_path / "ref", settings, progress=rows.append)
     assert [r["step"] for r in rows] == [1, 2, 3]  # one progress row per epoch
     assert all(np.isfinite(r["valid_force_rmse"]) for r in rows)
 
@@ -66,7 +74,7 @@ def test_killed_finetune_resumes_to_the_uninterrupted_result(tmp_path: Path, fra
     wd = tmp_path / "killed" / "wd"
     wd.parent.mkdir()
     log = wd.parent / "epochs.log"
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(wd), *map(str, paths)],
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(wd), *map(str, paths), backend],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # progress for epoch 1 is sent after its state is saved: killing now lands in epoch 2
     wait_for(lambda: log.is_file() and "1" in log.read_text().split(), proc,
@@ -76,7 +84,7 @@ def test_killed_finetune_resumes_to_the_uninterrupted_result(tmp_path: Path, fra
     assert "3" not in log.read_text().split()  # it really died before the end
 
     resumed_rows: list[dict] = []
-    model = finetune(train, valid, wd, SETTINGS, progress=resumed_rows.append)
+    model = finetune(train, valid, wd, settings, progress=resumed_rows.append)
     meta, ref_meta = read_model_json(model), read_model_json(reference)
     assert meta["resumed_after_epoch"] in (1, 2)
     assert [r["step"] for r in resumed_rows] == list(range(meta["resumed_after_epoch"] + 1, 4))
@@ -84,24 +92,26 @@ def test_killed_finetune_resumes_to_the_uninterrupted_result(tmp_path: Path, fra
     for got, want in zip(meta["history"], ref_meta["history"], strict=True):
         assert got["epoch"] == want["epoch"]
         assert got["valid_loss"] == pytest.approx(want["valid_loss"], rel=1e-6)
-    w, w_ref = _weights(model), _weights(reference)
+    w, w_ref = _weights(backend, model), _weights(backend, reference)
     assert w.keys() == w_ref.keys()
     for k in w:
         torch.testing.assert_close(w[k], w_ref[k], rtol=1e-6, atol=1e-8)
 
     # a finished training called again trains nothing and returns the same model
     again: list[dict] = []
-    assert finetune(train, valid, wd, SETTINGS, progress=again.append) == model
+    assert finetune(train, valid, wd, settings, progress=again.append) == model
     assert again == []
     assert json.loads((model / "pfd_model.json").read_text())["resumed_after_epoch"] == 3
 
 
 @pytest.mark.slow
-def test_resume_state_of_other_frames_is_not_used(tmp_path: Path, frames) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resume_state_of_other_frames_is_not_used(tmp_path: Path, frames, backend: str) -> None:
     train, valid = frames
-    one_epoch = FinetuneSpec(epochs=1, batch_size=2)
+    finetune = module(backend).finetune
+    one_epoch = _settings(backend, epochs=1)
     finetune(train, valid, tmp_path / "wd", one_epoch)
     model = finetune(train[:3], valid, tmp_path / "wd", one_epoch)
-    meta = read_model_json(model)
+    meta = module(backend).read_model_json(model)
     assert meta["resumed_after_epoch"] is None  # a different set trains from the start
     assert meta["epochs_run"] == 1
