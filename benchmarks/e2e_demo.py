@@ -1,7 +1,7 @@
 """Benchmark: wall time of the demo split by phase, DFT frames, teacher/student accuracy.
 
     python benchmarks/e2e_demo.py            # examples/si/pfd.yaml (the `make demo` run)
-    python benchmarks/e2e_demo.py --quick    # tests/data/tiny.yaml (what CI runs)
+    python benchmarks/e2e_demo.py --quick    # tests/data/orchestration.yaml (what CI runs)
     python benchmarks/e2e_demo.py --repeat 3 --skip-install   # does `make demo` finish?
 
 ``--repeat N`` clones the committed repository N times, one fresh clone after another,
@@ -35,7 +35,7 @@ from _common import ROOT, machine, update_markdown, utc_now, write_result  # noq
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="tiny config (CI)")
+    ap.add_argument("--quick", action="store_true", help="the smallest run with a student (CI)")
     ap.add_argument("--skip-install", action="store_true")
     ap.add_argument("--install-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", type=Path, default=ROOT,
@@ -56,7 +56,8 @@ def main() -> None:
     if args.repeat:
         repeat(args.repeat, args.out_dir, append=args.repeat_append)
         return
-    config = ROOT / ("tests/data/tiny.yaml" if args.quick else "examples/si/pfd.yaml")
+    # --quick checks this script's machinery (CI): the smallest run with a student
+    config = ROOT / ("tests/data/orchestration.yaml" if args.quick else "examples/si/pfd.yaml")
     name = "e2e_demo_quick" if args.quick else "e2e_demo"
     env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
     env.pop("PREFECT_API_URL", None)  # the run's own ephemeral API, with its own database
@@ -75,21 +76,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pfd-bench-")) if args.keep is None else args.keep
     work.mkdir(parents=True, exist_ok=True)
     store = work / "store"
-    run_config = config
-    if args.quick:
-        # CI checks this script's machinery, not the distillation's rounds and audit or
-        # the validation (tests/test_e2e.py runs those on the same config): without them
-        # the quick run is minutes shorter
-        import yaml
-
-        raw = yaml.safe_load(config.read_text())
-        raw["distill"].update(refine={"rounds": 0}, audit_frames=0, data={"dft_copies": 0})
-        raw["validation"] = {"enabled": False}
-        run_config = work / config.name
-        run_config.write_text(yaml.safe_dump(raw))
     env["PREFECT_HOME"] = str(work / "prefect-home")  # task run times are read back from it
     t1 = time.perf_counter()
-    subprocess.run([str(ROOT / ".venv/bin/pfd"), "run", str(run_config), "--store", str(store),
+    subprocess.run([str(ROOT / ".venv/bin/pfd"), "run", str(config), "--store", str(store),
                     "--workdir", str(work / "work")], cwd=work, check=True, env=env,
                    stdout=subprocess.DEVNULL)
     run_s = time.perf_counter() - t1
@@ -100,7 +89,7 @@ def main() -> None:
     from pfd.run_store import force_call_totals, status_rows
     from pfd.store import LocalStore
 
-    cfg = load_config(run_config)
+    cfg = load_config(config)
     st = LocalStore(store)
     rid = cfg.resolved_run_id
     phases = st.get_json(f"runs/{rid}/timings.json")

@@ -8,11 +8,15 @@
 Data: the PFD paper's Si set (515 VASP frames; see ``_si_data``), with P6's fixed
 held-out test split (~100 frames stratified over cell size and energy, so every phase is
 in it) and a 10-frame validation split for early stopping. Training sets are nested
-prefixes of one seeded permutation of the pool. Three arms per training size:
+prefixes of one seeded permutation of the pool. Arms per training size:
 
-* ``finetuned``        SevenNet-0 fine-tuned (``pfd.models.sevennet.finetune``)
+* ``finetuned``        SevenNet-0 fine-tuned (``finetune.backend: sevennet``)
+* ``chgnet_finetuned`` CHGNet 0.3.0 fine-tuned (``finetune.backend: chgnet``), same budget
 * ``sevennet_scratch`` the same architecture with random weights (``random_init``)
 * ``deepmd_scratch``   DeePMD se_e2_a trained from scratch (``pfd.models.deepmd``)
+
+``--arms`` runs a subset; the other arms' curves are kept from the existing results JSON
+when its budgets and split are the same (``merged_arms`` says which came from where).
 
 Each model gets a fixed training budget, stated in frame visits (one frame through one
 forward+backward pass): SevenNet arms ``--sevennet-visits`` spread as whole epochs
@@ -62,11 +66,11 @@ from _si_data import (  # noqa: E402
 sys.path.insert(0, str(ROOT))
 from pfd.config import FinetuneSpec, StudentSpec  # noqa: E402
 from pfd.metrics import compare, predict  # noqa: E402
-from pfd.models import deepmd, sevennet  # noqa: E402
+from pfd.models import backends, deepmd, registry  # noqa: E402
 from pfd.plotting import png, pyplot  # noqa: E402
 
-ARMS = ("finetuned", "sevennet_scratch", "deepmd_scratch")
-LABELS = {"finetuned": "SevenNet-0 fine-tuned",
+ARMS = ("finetuned", "chgnet_finetuned", "sevennet_scratch", "deepmd_scratch")
+LABELS = {"finetuned": "SevenNet-0 fine-tuned", "chgnet_finetuned": "CHGNet 0.3.0 fine-tuned",
           "sevennet_scratch": "SevenNet (same arch.) from random init",
           "deepmd_scratch": "DeePMD se_e2_a from scratch"}
 SCRATCH = ("sevennet_scratch", "deepmd_scratch")
@@ -84,7 +88,8 @@ def sevennet_settings(arm: str, n_train: int, visits: int, finetune_lr: float,
     """Whole epochs adding up to about ``visits`` frame passes (at least one epoch)."""
     epochs = max(1, round(visits / n_train))
     scratch = arm == "sevennet_scratch"
-    return FinetuneSpec(epochs=epochs, patience_epochs=epochs, seed=1,
+    return FinetuneSpec(backend="chgnet" if arm == "chgnet_finetuned" else "sevennet",
+                        epochs=epochs, patience_epochs=epochs, seed=1,
                         learning_rate=scratch_lr if scratch else finetune_lr,
                         random_init=scratch)
 
@@ -127,7 +132,7 @@ def train_model(arm: str, split: SiSplit, n_train: int, cache: Path,
     if arm == "deepmd_scratch":
         model = deepmd.train_student(train, valid, wd, settings, type_map=["Si"])
     else:
-        model = sevennet.finetune(train, valid, wd, settings)
+        model = backends.finetune(settings, train, valid, wd)
         shutil.rmtree(wd / "sevenn", ignore_errors=True)  # graph caches, not the model
     meta = json.loads((model / "pfd_model.json").read_text())
     rec: dict[str, Any] = {"train_s": round(time.perf_counter() - t, 1),
@@ -143,9 +148,21 @@ def train_model(arm: str, split: SiSplit, n_train: int, cache: Path,
 
 
 def calculator(arm: str, model: Path) -> Any:
-    if arm == "deepmd_scratch":
-        return deepmd.load_calculator(model, threads=1)
-    return sevennet.load_calculator(model, threads=1)
+    return registry.load_calculator(model, threads=1)
+
+
+def merged_curves(path: Path, arms: list[str], visits: int, steps: int,
+                  split: dict[str, Any]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+    """The curves of arms not run now, from an earlier result of the same budgets and split."""
+    if not path.is_file():
+        return {}, {}
+    old = json.loads(path.read_text())
+    proto = old.get("protocol", {})
+    if (proto.get("sevennet_frame_visits"), proto.get("deepmd_steps"), old.get("split")) != (
+            visits, steps, split):
+        return {}, {}
+    kept = {a: c for a, c in old.get("curves", {}).items() if a not in arms and c}
+    return kept, {a: f"{old['command']} ({old['date'][:10]})" for a in kept}
 
 
 def parse_arm_limit(items: list[str], flag: str = "--arm-max-frames") -> dict[str, int]:
@@ -306,7 +323,11 @@ def main() -> None:
     sel = deepmd.compute_sel(split.frames, ["Si"], StudentSpec().rcut_A)
     cache = args.out_dir / "benchmarks" / ".cache"
     t_start = time.perf_counter()
-    curves: dict[str, list[dict[str, Any]]] = {a: [] for a in args.arms}
+    kept, merged = merged_curves(args.out_dir / "benchmarks/results" / f"{name}.json",
+                                 args.arms, args.sevennet_visits, args.deepmd_steps,
+                                 split.describe(test_every, valid_every))
+    curves: dict[str, list[dict[str, Any]]] = {a: kept.get(a, []) for a in ARMS
+                                               if a in args.arms or a in kept}
     result: dict[str, Any] = {
         "benchmark": name,
         "command": " ".join(["python", "benchmarks/p1_learning_curve.py"] + sys.argv[1:]),
@@ -314,7 +335,8 @@ def main() -> None:
         "load_average_1_5_15_before": load_average(),
         "data": SOURCE, "split": split.describe(test_every, valid_every),
         "protocol": {
-            "sizes": args.sizes, "arms": {a: LABELS[a] for a in args.arms},
+            "sizes": args.sizes, "arms": {a: LABELS[a] for a in curves},
+            "merged_arms": merged,
             "target_force_rmse_eV_A": args.target,
             "sevennet_frame_visits": args.sevennet_visits,
             "sevennet_epochs": {str(n): max(1, round(args.sevennet_visits / n))
@@ -322,9 +344,9 @@ def main() -> None:
             "finetune_lr": args.finetune_lr, "scratch_lr": args.scratch_lr,
             "deepmd_steps": args.deepmd_steps,
             "deepmd": deepmd_settings(args.deepmd_steps, sel).model_dump(mode="json"),
-            "sevennet": {k: v for k, v in FinetuneSpec().backend_dump().items()
-                         if k not in ("epochs", "patience_epochs", "learning_rate",
-                                      "random_init")},
+            **{b: {k: v for k, v in FinetuneSpec(backend=b).backend_dump().items()
+                   if k not in ("epochs", "patience_epochs", "learning_rate", "random_init")}
+               for b in ("sevennet", "chgnet")},
             "budget_note": "fixed training budget per model (frame visits), sized for a "
                            "shared 2-core machine; not trained to convergence",
             "threads_per_process": 1,
@@ -421,7 +443,7 @@ def report(result: dict[str, Any], out_dir: Path) -> None:
             f"Data: {result['data']}. Split: {result['split']['how']}; "
             f"{result['split']['test']} test / {result['split']['valid']} validation / "
             f"{result['split']['pool']} pool frames.", "",
-            f"Budget per model ({proto['budget_note']}): SevenNet arms "
+            f"Budget per model ({proto['budget_note']}): SevenNet and CHGNet arms "
             f"{proto['sevennet_frame_visits']} frame visits as whole epochs "
             f"(epochs per size {proto['sevennet_epochs']}; lr {proto['finetune_lr']} "
             f"fine-tuning, {proto['scratch_lr']} from random init, batch "

@@ -32,6 +32,7 @@ def run(config: Path, store: StoreOpt = None,
         workdir: Annotated[Path | None, typer.Option(help="Local scratch directory")] = None,
         ) -> None:
     """Run (or resume) a PFD job in-process, with Prefect's ephemeral API and a Dask cluster."""
+    from pfd.retention import RetentionExceeded
     from pfd.run_lease import RunBusy, check_free
     from pfd.run_store import make_context
     from pfd.steps import LabellingStopped
@@ -63,7 +64,7 @@ def run(config: Path, store: StoreOpt = None,
     except RunBusy as err:
         _fail(f"pfd run refused: {err}", code=3)
         return
-    except (LabellingStopped, StoreError, ConfigError) as err:
+    except (LabellingStopped, RetentionExceeded, StoreError, ConfigError) as err:
         # expected stops: one message saying why and what to do, not a traceback
         _fail(f"pfd run stopped: {err}", code=1)
         return

@@ -30,6 +30,7 @@ from pfd.distill.student import publish_final
 from pfd.iteration_budget import skipped_stage_note, stage_iterations, stage_note
 from pfd.preflight import check_config, check_config_file
 from pfd.report import status_records
+from pfd.retention import RetentionExceeded
 from pfd.run_lease import hold_run
 from pfd.run_report import write_report
 from pfd.run_store import RunContext
@@ -56,11 +57,25 @@ def stage_flow(ctx: RunContext, stage_idx: int, datasets: list[str],
     model_key: str | None = None
     conv = False
     it = 0
+    warnings: list[str] = []
     for it in range(stage_iterations(stage.max_iterations, iterations_left)):
         keys = rs.iteration_keys(ctx, stage_idx, it)
         trained_on = list(datasets)
         with rs.timed(ctx, "finetune"):
             model_key = t.finetune(ctx, trained_on)["model"]
+        kept = None
+        if ctx.cfg.retention_active:
+            # before any DFT of this iteration: a stop here costs no label
+            with rs.timed(ctx, "retention"):
+                kept = t.check_retention(ctx, model_key, keys.retention)
+            if kept["exceeded"]:
+                msg = (f"stage {stage.name} iter {it}: the fine-tuned model drifted from its "
+                       f"foundation on the replay frames ({'; '.join(kept['exceeded'])})")
+                if ctx.cfg.retention.on_exceed == "stop":
+                    raise RetentionExceeded(f"{msg}; stopped by retention.on_exceed: stop "
+                                            "(labels and models so far are kept)")
+                log.warning(msg)
+                warnings.append(msg)
         with rs.timed(ctx, "explore"):
             ex = t.explore(ctx, model_key, stage.groups, keys.explore)
         rs.record_force_calls(ctx, "explore", keys.explore, ex)
@@ -77,7 +92,7 @@ def stage_flow(ctx: RunContext, stage_idx: int, datasets: list[str],
                                           keys.targets_check)
             conv = conv and targets["met"]
         row = rs.iteration_row(stage_idx, stage.name, it, model_key, ex, sel, lab, test, conv,
-                               targets)
+                               targets, kept)
         rs.write_iteration_record(ctx, stage_idx, it, row)
         publish_status(ctx)
         log.info("stage %s iter %d: F RMSE %.4f eV/Å, E RMSE %.2f meV/atom, targets %s, "
@@ -97,7 +112,7 @@ def stage_flow(ctx: RunContext, stage_idx: int, datasets: list[str],
             if extra["labelled"]:
                 datasets.append(extra["dataset"])
     return {"model": model_key, "converged": conv, "datasets": datasets,
-            "trained_on": trained_on, "iterations": it + 1}
+            "trained_on": trained_on, "iterations": it + 1, "warnings": warnings}
 
 
 @flow(name="pfd-distill")
@@ -215,6 +230,7 @@ def _run(ctx: RunContext, log: Any) -> dict[str, Any]:
             note = stage_note(stage.name, res["iterations"], res["converged"],
                               stage.max_iterations, cfg.max_total_iterations, left)
             left -= res["iterations"]
+            notes += res.get("warnings", [])
             datasets, teacher, converged = res["datasets"], res["model"], res["converged"]
             teacher_data = res["trained_on"]
             if note is not None:

@@ -432,6 +432,31 @@ class FinetuneSpec(DPLossSpec):
             **self.model_dump(include=set(DPLossSpec.model_fields)))
 
 
+class RetentionSpec(Strict):
+    """The forgetting check (:mod:`pfd.retention`): each fine-tuned M_i against its
+    foundation on replay frames the run never labels.
+
+    Replay frames: every structure the config defines (those no stage explores too),
+    scaled to each of ``volume_ratios`` and rattled by ``rattle_A`` (a hot frame),
+    ``copies`` of each, labelled once by the foundation. The drift is M_i's force RMSE
+    and per-atom energy RMSE against the foundation there, energies after per-element
+    offsets (a reference choice, not physics). Without DFT there, a large drift is a
+    model that changed where no data told it to. Bounds unset: the drift is measured and
+    reported only; set, ``on_exceed`` says whether a run warns or stops (its labels and
+    models are kept). Needs a foundation with a calculator (sevennet, chgnet).
+    """
+
+    enabled: bool = True
+    volume_ratios: list[PositiveFloat] = Field(default_factory=lambda: [0.92, 1.08],
+                                               min_length=1)
+    rattle_A: NonNegFloat = 0.15
+    copies: Annotated[int, Field(ge=1, le=20)] = 2
+    seed: int = 11
+    max_force_drift_eV_A: PositiveFloat | None = None
+    max_energy_drift_meV_atom: PositiveFloat | None = None
+    on_exceed: Literal["warn", "stop"] = "warn"
+
+
 class PlateauSpec(Strict):
     """When a student's training is done before its last step (:mod:`pfd.models.train_stop`).
 
@@ -1068,6 +1093,7 @@ class PFDConfig(Strict):
     init: InitSpec
     labeller: LabellerSpec = LabellerSpec()
     finetune: FinetuneSpec = FinetuneSpec()
+    retention: RetentionSpec = Field(RetentionSpec(), json_schema_extra=SINCE)
     filters: FilterSpec = FilterSpec()
     stages: list[StageSpec] = Field(min_length=1)
     max_total_iterations: PositiveInt = 20
@@ -1114,8 +1140,18 @@ class PFDConfig(Strict):
             raise ValueError(f"stages: names must be unique, got {names}")
         return self
 
+    @property
+    def retention_active(self) -> bool:
+        """The forgetting check runs: enabled, and the foundation has a calculator."""
+        return self.retention.enabled and self.finetune.backend != "deepmd"
+
     @model_validator(mode="after")
     def _foundation_as_given(self) -> PFDConfig:
+        if "retention" in self.model_fields_set and self.retention.enabled and \
+                self.finetune.backend == "deepmd":
+            raise ValueError("retention: the forgetting check needs a foundation with a "
+                             "calculator (finetune.backend sevennet or chgnet; a DPA "
+                             "training checkpoint has none); set retention.enabled false")
         if self.validation.foundation and self.finetune.backend == "deepmd":
             raise ValueError("validation.foundation: true needs finetune.backend sevennet or "
                              "chgnet (a DPA training checkpoint has no calculator as given); "

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from pfd.plotting import png, pyplot
-from pfd.run_store import STATUS_COLUMNS
+from pfd.run_store import STATUS_COLUMNS, STATUS_FIELDS
 
 
 def fmt(v: Any) -> str:
@@ -21,9 +21,7 @@ def fmt(v: Any) -> str:
 
 
 def status_table(rows: list[dict[str, Any]]) -> list[list[str]]:
-    keys = ["stage", "iter", "explored", "filtered", "selected", "labelled", "failed",
-            "energy_rmse_meV_atom", "force_rmse_eV_A", "targets_summary", "converged"]
-    return [[fmt(r.get(k)) for k in keys] for r in rows]
+    return [[fmt(r.get(k)) for _, k in STATUS_FIELDS] for r in rows]
 
 
 def markdown_table(header: list[str], body: list[list[str]]) -> str:

@@ -9,6 +9,9 @@ This module is the one place that knows where a run keeps things::
     runs/<id>/stage-SS/iter-II/...     one fine-tune iteration: explore/, select.json,
                                        label.json, labelled.extxyz, test.json, record.json
     runs/<id>/models/finetuned-<hash>  fine-tuned models
+    runs/<id>/retention/               replay frames of the forgetting check (foundation
+                                       labels); each iteration's drift is in its
+                                       retention.json
     runs/<id>/teacher.json             the teacher model and the datasets it was trained on
     runs/<id>/distill/...              synthetic data, round-RR/ (student rounds),
                                        audit/, student/ (the final one), test_*.json,
@@ -67,6 +70,12 @@ def teacher_key(run_id: str) -> str:
 def student_key(run_id: str) -> str:
     """Where the student model lives (a model directory)."""
     return run_key(run_id, "distill", "student")
+
+
+def replay_key(run_id: str, digest: str) -> str:
+    """The forgetting check's replay frames, labelled by the foundation; ``digest`` names
+    the configurations and settings they were made from."""
+    return run_key(run_id, "retention", f"replay-{digest}.extxyz")
 
 
 def distill_explore_prefix(run_id: str) -> str:
@@ -256,6 +265,11 @@ class IterationKeys:
         return f"{self.prefix}/record.json"
 
     @property
+    def retention(self) -> str:
+        """M_i against its foundation on the run's replay frames (the forgetting check)."""
+        return f"{self.prefix}/retention.json"
+
+    @property
     def targets(self) -> str:
         """Frames labelled where a missed property target is decided (a D_i of its own)."""
         return f"{self.prefix}/targets"
@@ -273,13 +287,18 @@ def iteration_keys(ctx: RunContext, stage_idx: int, it: int) -> IterationKeys:
 def iteration_row(stage_idx: int, stage_name: str, it: int, model_key: str,
                   explored: dict[str, Any], selected: dict[str, Any],
                   labelled: dict[str, Any], test: dict[str, Any],
-                  converged: bool, targets: dict[str, Any] | None = None) -> dict[str, Any]:
+                  converged: bool, targets: dict[str, Any] | None = None,
+                  retention: dict[str, Any] | None = None) -> dict[str, Any]:
     """One iteration's record (a row of ``pfd status``) from its steps' records."""
     # a property that failed to compute (an SCF that will not converge) is a missed
     # target: its error goes in the record so `pfd status` readers see why
     extra = {} if targets is None else {"targets": targets["targets"],
                                         "targets_summary": targets["summary"],
                                         "targets_errors": targets.get("errors", {})}
+    if retention is not None:  # M_i's drift from its foundation (pfd.retention)
+        extra.update(retention_force_drift_eV_A=retention["force_drift_eV_A"],
+                     retention_energy_drift_meV_atom=retention["energy_drift_meV_atom"],
+                     retention_exceeded=retention["exceeded"])
     return {**extra, "stage": stage_idx + 1, "stage_name": stage_name, "iter": it,
             "model": model_key, "explored": explored["frames"],
             "filtered": selected["filtered"], "selected": selected["selected"],
@@ -295,8 +314,15 @@ def write_iteration_record(ctx: RunContext, stage_idx: int, it: int,
 
 
 # --------------------------------------------------------------------------- status
-STATUS_COLUMNS = ["stage", "iter", "explored", "filtered", "selected", "labelled", "failed",
-                  "E RMSE meV/atom", "F RMSE eV/Å", "targets", "converged"]
+#: the columns of ``pfd status``: (title, iteration-record field)
+STATUS_FIELDS = [("stage", "stage"), ("iter", "iter"), ("explored", "explored"),
+                 ("filtered", "filtered"), ("selected", "selected"), ("labelled", "labelled"),
+                 ("failed", "failed"), ("E RMSE meV/atom", "energy_rmse_meV_atom"),
+                 ("F RMSE eV/Å", "force_rmse_eV_A"),
+                 ("F drift eV/Å", "retention_force_drift_eV_A"),
+                 ("E drift meV/atom", "retention_energy_drift_meV_atom"),
+                 ("targets", "targets_summary"), ("converged", "converged")]
+STATUS_COLUMNS = [title for title, _ in STATUS_FIELDS]
 
 
 def status_rows(store: ArtifactStore, run_id: str) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from pfd import steps
+from pfd import retention, steps
 from pfd.config import ConfigError, MDGroup, StageSpec
 from pfd.label.registry import LabellerConfigError
 from pfd.run_lease import RunBusy
@@ -41,6 +41,7 @@ FINAL_ERRORS: dict[type[BaseException], str] = {
     LabellingStopped: "labelling over its failure limit (every failure is recorded)",
     IntegrityError: "data integrity (a stored object fails its checksum)",
     RunBusy: "another flow holds the run",
+    retention.RetentionExceeded: "a fine-tuned model past the forgetting check's bounds",
 }
 
 
@@ -138,6 +139,11 @@ def finetune(ctx: RunContext, dataset_keys: list[str]) -> dict[str, Any]:
     total = spec.steps if spec.backend == "deepmd" else spec.epochs
     with _training_progress(ctx, "finetune-progress", total) as progress:
         return steps.finetune_model(ctx, dataset_keys, progress=progress)
+
+
+@task(name="check-retention", **TASK_OPTIONS)
+def check_retention(ctx: RunContext, model_key: str, out_key: str) -> dict[str, Any]:
+    return retention.check_model(ctx, model_key, out_key)
 
 
 @task(name="explore", **TASK_OPTIONS)

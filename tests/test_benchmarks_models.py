@@ -45,7 +45,8 @@ def _run(script: str, out: Path, timeout: int = 600) -> dict:
 def test_p1_quick(tmp_path: Path) -> None:
     res = _run("p1_learning_curve", tmp_path)
     assert res["complete"] is True
-    assert set(res["curves"]) == {"finetuned", "sevennet_scratch", "deepmd_scratch"}
+    assert set(res["curves"]) == {"finetuned", "chgnet_finetuned", "sevennet_scratch",
+                                  "deepmd_scratch"}
     for arm, curve in res["curves"].items():
         (p,) = curve
         assert p["n_train"] == 4, arm
@@ -54,8 +55,19 @@ def test_p1_quick(tmp_path: Path) -> None:
     # the foundation knows Si forces already; random weights after one epoch do not
     ft, scratch = res["curves"]["finetuned"][0], res["curves"]["sevennet_scratch"][0]
     assert ft["force_rmse_eV_A"] < scratch["force_rmse_eV_A"]
+    assert res["curves"]["chgnet_finetuned"][0]["force_rmse_eV_A"] < scratch["force_rmse_eV_A"]
     assert "frames_ratio_at_F0.10" in res and res["frames_needed"]["max_tested"] == 4
     assert (tmp_path / res["plot"]).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_finetune_speed_quick(tmp_path: Path) -> None:
+    res = _run("finetune_speed", tmp_path)
+    assert {r["backend"] for r in res["rows"]} == {"sevennet", "chgnet"}
+    for r in res["rows"]:
+        assert r["natoms"] == 8 and r["train_frames"] == 4
+        assert r["s_per_epoch"] > 0 and r["startup_s"] > 0
+        assert r["s_per_epoch_per_100_frames"] == pytest.approx(25 * r["s_per_epoch"], abs=0.2)
 
 
 @pytest.mark.slow
@@ -152,6 +164,22 @@ def test_p1_ratio_and_bound() -> None:
     # the fine-tuned model never got there: nothing to divide by
     curves["finetuned"] = c((400, 0.11))
     assert p1.frames_ratio(curves, 0.10)["frames_ratio_lower_bound"] is None
+
+
+def test_p1_keeps_other_arms_of_the_same_budget(tmp_path: Path) -> None:
+    p1 = _module("p1_learning_curve")
+    split = {"how": "x", "test": 100}
+    old = {"command": "python benchmarks/p1_learning_curve.py", "date": "2026-11-30T00:00:00Z",
+           "protocol": {"sevennet_frame_visits": 600, "deepmd_steps": 40000}, "split": split,
+           "curves": {"finetuned": [{"n_train": 10}], "deepmd_scratch": [{"n_train": 25}],
+                      "chgnet_finetuned": [{"n_train": 4}]}}
+    path = tmp_path / "p1.json"
+    path.write_text(json.dumps(old))
+    kept, merged = p1.merged_curves(path, ["chgnet_finetuned"], 600, 40000, split)
+    assert set(kept) == {"finetuned", "deepmd_scratch"}  # the arm being run is not kept
+    assert merged["finetuned"] == "python benchmarks/p1_learning_curve.py (2026-11-30)"
+    assert p1.merged_curves(path, ["chgnet_finetuned"], 150, 40000, split) == ({}, {})
+    assert p1.merged_curves(path, ["chgnet_finetuned"], 600, 40000, {"how": "y"}) == ({}, {})
 
 
 def test_p1_power_law_extrapolation() -> None:

@@ -80,13 +80,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
     wrapper.write_text('#!/usr/bin/env bash\nsha256sum pw.in | cut -c1-16 >> '
                        '"$PFD_TEST_PW_LOG"\nexec pw.x "$@"\n')
     wrapper.chmod(0o755)
-    cfg = yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text())
+    # orchestration is under test here, not what the run computes (tests/test_e2e.py)
+    cfg = yaml.safe_load((ROOT / "tests/data/orchestration.yaml").read_text())
     cfg["run_id"] = "deployed"
-    # orchestration is under test here, not the distillation or the validation
-    # (tests/test_e2e.py runs its rounds, audit and validation): one student and its
-    # measurement only, and no validation (the report's three plots do not need it)
-    cfg["distill"].update(data={"dft_copies": 0}, refine={"rounds": 0}, audit_frames=0)
-    cfg["validation"] = {"enabled": False}
     cfg["labeller"]["qe"]["command"] = str(wrapper)
     cfg_path = tmp / "deployed.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))

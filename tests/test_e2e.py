@@ -174,6 +174,15 @@ def test_iteration_records_are_consistent(run: dict[str, Any]) -> None:
     assert sorted(st.get_json("runs/tiny/teacher.json")["datasets"]) == sorted([init, d1, d2])
     # the report warns loudly about non-convergence
     assert "did NOT converge" in st.get_text("runs/tiny/report/summary.md")
+    # the forgetting check: each M_i against SevenNet-0 on replay frames (both structures
+    # × 2 volumes × 2 rattled copies, foundation-labelled once), measured, no bounds set
+    checks = [st.get_json(f"{r['dataset'].rsplit('/', 1)[0]}/retention.json") for r in rows]
+    assert checks[0]["replay"] == checks[1]["replay"]
+    assert len(st.get_frames(checks[0]["replay"])) == 8
+    assert set(checks[0]["by_structure"]) == {"diamond", "vacancy"}
+    for r, c in zip(rows, checks, strict=True):
+        assert r["retention_force_drift_eV_A"] == c["force_drift_eV_A"] > 0
+        assert np.isfinite(r["retention_energy_drift_meV_atom"]) and c["exceeded"] == []
 
 
 def st_calls(run: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -190,6 +199,7 @@ def test_status_command_prints_table(run: dict[str, Any]) -> None:
     assert lines[0] == "run tiny: completed"
     assert lines[1].startswith("Prefect flow run: ")  # which flow run did the work
     assert lines[2].startswith("| stage | iter | explored | filtered | selected | labelled")
+    assert "| F RMSE eV/Å | F drift eV/Å | E drift meV/atom |" in lines[2]
     stages = lines[:lines.index("distillation:")]
     data = [ln for ln in stages if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
     assert len(data) == 2

@@ -42,6 +42,7 @@ def _config(tmp: Path, mpirun: str) -> Path:
     # still go through the SLURM workers and the DFT job
     cfg["distill"]["refine"] = {"rounds": 0}
     cfg["validation"] = {"enabled": False}
+    cfg["retention"] = {"enabled": False}
     cfg["labeller"]["qe"].update(mpi_ranks=2, mpirun=mpirun)
     job = {"kind": "slurm", "memory": "2GB", "queue": "debug", "walltime": "00:30:00"}
     cfg["cluster"] = {"jobqueue": {**job, "cores": 1, "n_jobs": 2},

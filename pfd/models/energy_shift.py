@@ -22,7 +22,7 @@ from pfd import frames as fr
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ShiftedCalculator", "fit_energy_shift", "shifted_frames"]
+__all__ = ["ShiftedCalculator", "fit_energy_shift", "fit_offsets", "shifted_frames"]
 
 
 class ShiftedCalculator(Calculator):
@@ -80,8 +80,11 @@ def _composition(frames: Sequence[Atoms], elements: list[str]) -> np.ndarray:
     return counts
 
 
-def fit_energy_shift(frames: Sequence[Atoms], calc: Calculator) -> dict[str, float]:
-    """Per-element offsets ``mu`` with ``E_dft - E_model ≈ sum_el n_el * mu_el``.
+def fit_offsets(frames: Sequence[Atoms], differences: Sequence[float]
+                ) -> tuple[dict[str, float], np.ndarray]:
+    """Per-element offsets ``mu`` with ``differences ≈ sum_el n_el * mu_el`` (eV per
+    frame), and what is left per atom once they are removed: a constant per element is a
+    choice of reference, the residual is physics.
 
     Rows are divided by the atom count so every frame weighs the same, as in the per-atom
     energy loss; for one element this makes ``mu`` the mean per-atom difference. When the
@@ -90,20 +93,28 @@ def fit_energy_shift(frames: Sequence[Atoms], calc: Calculator) -> dict[str, flo
     compositions and arbitrary, but harmless, for others.
     """
     if not frames:
-        raise ValueError("fit_energy_shift needs at least one labelled frame")
+        raise ValueError("fitting energy offsets needs at least one frame")
     elements = fr.species(frames)
     counts = _composition(frames, elements)
     natoms = counts.sum(axis=1)
-    resid = np.empty(len(frames))
-    for i, atoms in enumerate(frames):
+    x, y = counts / natoms[:, None], np.asarray(differences, dtype=float) / natoms
+    mu, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
+    if rank < len(elements):
+        log.info("energy offsets: compositions span %d of %d elements; min-norm solution",
+                 rank, len(elements))
+    return {el: float(m) for el, m in zip(elements, mu, strict=True)}, y - x @ mu
+
+
+def fit_energy_shift(frames: Sequence[Atoms], calc: Calculator) -> dict[str, float]:
+    """Per-element ``mu`` with ``E_dft - E_model ≈ sum_el n_el * mu_el`` (:func:`fit_offsets`)."""
+    if not frames:
+        raise ValueError("fit_energy_shift needs at least one labelled frame")
+    diff = []
+    for atoms in frames:
         probe = fr.strip_labels(atoms)
         probe.calc = calc
-        resid[i] = fr.energy(atoms) - float(probe.get_potential_energy())
-    mu, _, rank, _ = np.linalg.lstsq(counts / natoms[:, None], resid / natoms, rcond=None)
-    if rank < len(elements):
-        log.info("energy shift: compositions span %d of %d elements; min-norm solution",
-                 rank, len(elements))
-    return {el: float(m) for el, m in zip(elements, mu, strict=True)}
+        diff.append(fr.energy(atoms) - float(probe.get_potential_energy()))
+    return fit_offsets(frames, diff)[0]
 
 
 def shifted_frames(frames: Sequence[Atoms], shift: dict[str, float],
