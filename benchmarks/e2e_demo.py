@@ -36,6 +36,9 @@ from _common import ROOT, machine, update_markdown, utc_now, write_result  # noq
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="the smallest run with a student (CI)")
+    ap.add_argument("--backend", choices=["sevennet", "chgnet"], default="sevennet",
+                    help="finetune.backend of the run (chgnet: the same demo from CHGNet "
+                         "0.3.0; results to e2e_demo_chgnet.json)")
     ap.add_argument("--skip-install", action="store_true")
     ap.add_argument("--install-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", type=Path, default=ROOT,
@@ -76,6 +79,17 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pfd-bench-")) if args.keep is None else args.keep
     work.mkdir(parents=True, exist_ok=True)
     store = work / "store"
+    source = config
+    if args.backend != "sevennet":
+        import yaml
+
+        raw = yaml.safe_load(config.read_text())
+        raw["finetune"] = {k: v for k, v in raw.get("finetune", {}).items()
+                           if k != "foundation"} | {"backend": args.backend}
+        raw["run_id"] = f"{raw.get('run_id', 'run')}-{args.backend}"
+        config = work / f"{config.stem}-{args.backend}.yaml"
+        config.write_text(yaml.safe_dump(raw, sort_keys=False))
+        name += f"_{args.backend}"
     env["PREFECT_HOME"] = str(work / "prefect-home")  # task run times are read back from it
     t1 = time.perf_counter()
     subprocess.run([str(ROOT / ".venv/bin/pfd"), "run", str(config), "--store", str(store),
@@ -101,10 +115,11 @@ def main() -> None:
     result = {
         "benchmark": name,
         "command": " ".join([sys.executable.split("/")[-1], "benchmarks/e2e_demo.py"]
-                            + (["--quick"] if args.quick else [])),
-        "config": str(config.relative_to(ROOT)) + (
-            " with distill.refine.rounds 0, audit_frames 0, dft_copies 0, validation off"
-            if args.quick else ""),
+                            + (["--quick"] if args.quick else [])
+                            + ([f"--backend {args.backend}"] if args.backend != "sevennet"
+                               else [])),
+        "config": str(source.relative_to(ROOT)) + (
+            f" with finetune.backend {args.backend}" if args.backend != "sevennet" else ""),
         "machine": machine(),
         "date": utc_now(),
         "wall_s": {"total": round(install_s + run_s, 1), "install": round(install_s, 1),

@@ -48,13 +48,13 @@ def publish_status(ctx: RunContext) -> list[dict[str, Any]]:
 
 @flow(name="pfd-stage")
 def stage_flow(ctx: RunContext, stage_idx: int, datasets: list[str],
-               iterations_left: int) -> dict[str, Any]:
+               iterations_left: int, previous: str | None = None) -> dict[str, Any]:
     """Fine-tune / explore / select / label / test until converged or out of iterations."""
     log = get_run_logger()
     stage = ctx.cfg.stages[stage_idx]
     datasets = list(datasets)
     trained_on = list(datasets)
-    model_key: str | None = None
+    model_key: str | None = None  # M_i; ``previous`` is the run's model before this stage
     conv = False
     it = 0
     warnings: list[str] = []
@@ -62,7 +62,7 @@ def stage_flow(ctx: RunContext, stage_idx: int, datasets: list[str],
         keys = rs.iteration_keys(ctx, stage_idx, it)
         trained_on = list(datasets)
         with rs.timed(ctx, "finetune"):
-            model_key = t.finetune(ctx, trained_on)["model"]
+            model_key = t.finetune(ctx, trained_on, model_key or previous)["model"]
         kept = None
         if ctx.cfg.retention_active:
             # before any DFT of this iteration: a stop here costs no label
@@ -226,7 +226,7 @@ def _run(ctx: RunContext, log: Any) -> dict[str, Any]:
                 converged = False
                 advance()  # a skipped stage is a finished phase for the progress bar
                 continue
-            res = stage_flow(ctx, k, datasets, left)
+            res = stage_flow(ctx, k, datasets, left, teacher)
             note = stage_note(stage.name, res["iterations"], res["converged"],
                               stage.max_iterations, cfg.max_total_iterations, left)
             left -= res["iterations"]
@@ -240,7 +240,7 @@ def _run(ctx: RunContext, log: Any) -> dict[str, Any]:
         if not converged or teacher is None:
             # the last D_i joined the data without a model trained on it: train one
             teacher_data = datasets
-            teacher = t.finetune(ctx, datasets)["model"]
+            teacher = t.finetune(ctx, datasets, teacher)["model"]
         rs.write_teacher(ctx, teacher, teacher_data)
         # distillation: teacher → student
         distill = distill_flow(ctx, teacher) if with_distill else None

@@ -395,6 +395,11 @@ class FinetuneSpec(DPLossSpec):
     # curves); only the foundation's non-trainable statistics (energy shift/scale,
     # neighbour-count denominators) are kept.
     random_init: bool = False
+    # Start each fine-tune from the run's previous fine-tuned model (M_{i-1}, the last
+    # model of the stage before for a stage's first iteration) instead of the foundation,
+    # on the same data (everything labelled so far) with the same early stopping.
+    # sevennet and chgnet; benchmarks/warm_start.py measures what it saves.
+    warm_start: bool = Field(False, json_schema_extra=SINCE)
     seed: int = 1
 
     @model_validator(mode="after")
@@ -409,6 +414,9 @@ class FinetuneSpec(DPLossSpec):
             if not self.checkpoint.endswith(".pt"):
                 raise ValueError(f"finetune.checkpoint must be a deepmd PyTorch training "
                                  f"checkpoint (*.pt), got {self.checkpoint!r}")
+            if self.warm_start:
+                raise ValueError("finetune.warm_start: the deepmd backend fine-tunes from "
+                                 "finetune.checkpoint only (allowed with sevennet, chgnet)")
         elif self.checkpoint is not None or self.model_branch is not None:
             raise ValueError("finetune.checkpoint and finetune.model_branch apply to backend "
                              f"'deepmd' only (backend is {self.backend!r})")
@@ -422,7 +430,10 @@ class FinetuneSpec(DPLossSpec):
         fine-tuned model, so a setting the backend ignores never retrains it."""
         others = {f for b, fs in FINETUNE_BACKEND_FIELDS.items() if b != self.backend
                   for f in fs} - set(FINETUNE_BACKEND_FIELDS[self.backend])
-        return self.model_dump(mode="json", exclude=others)
+        # a field added later, at its default, leaves the models trained before it theirs
+        later = {n for n, f in type(self).model_fields.items()
+                 if f.json_schema_extra == SINCE and getattr(self, n) == f.default}
+        return self.model_dump(mode="json", exclude=others | later)
 
     def dp_schedule(self) -> DPScheduleSpec:
         """The deepmd backend's schedule: this block's steps, rates and prefactors."""

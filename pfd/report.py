@@ -110,6 +110,10 @@ def summary_markdown(run_id: str, rows: list[dict[str, Any]], init: dict[str, An
     out += [f"Initial set: {init.get('labelled')} DFT frames "
             f"({init.get('failed')} failed).", "", "## Fine-tune iterations", "",
             status_markdown(rows), ""]
+    if any(r.get("retention_force_drift_eV_A") is not None for r in rows):
+        out += ["F/E drift: each M_i against its foundation on replay frames no stage "
+                "labels (other volumes, rattled; energies after per-element offsets) — "
+                "how far a fine-tune moved where no DFT told it to.", ""]
     dft_total = int(init.get("labelled", 0)) + sum(int(r.get("labelled") or 0) for r in rows)
     out += [f"DFT frames in total: **{dft_total}**.", ""]
     if teacher_key:

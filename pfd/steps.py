@@ -26,7 +26,7 @@ from pfd.label.base import Labeller, LabelResult
 from pfd.label.cache import label_frames
 from pfd.label.registry import make_labeller as labeller_from_spec
 from pfd.metrics import Metrics, converged, evaluate
-from pfd.model_cache import cached_calculator, model_ready, upload_model
+from pfd.model_cache import cached_calculator, fetch_model, model_ready, upload_model
 from pfd.models import backends
 from pfd.models.registry import MODEL_JSON
 from pfd.perturb import perturb, strained_copies
@@ -160,8 +160,12 @@ def label_and_store(ctx: RunContext, frames: list[Atoms], out_prefix: str, map_f
 
 # --------------------------------------------------------------------------- fine-tune
 def finetune_model(ctx: RunContext, dataset_keys: list[str],
-                   progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                   progress: Callable[[dict[str, Any]], None] | None = None,
+                   previous: str | None = None) -> dict[str, Any]:
     """Fine-tune the foundation on the union of ``dataset_keys``.
+
+    With ``finetune.warm_start`` the training starts from ``previous`` (the run's last
+    fine-tuned model) when there is one, and that key joins the model's identity.
 
     The model key is a hash of the training data keys and settings: the same data and
     settings (a rerun, the teacher of a stage that ended on its last D_i) reuse the model. A killed
@@ -172,7 +176,9 @@ def finetune_model(ctx: RunContext, dataset_keys: list[str],
     """
     cfg, store = ctx.cfg, ctx.store
     ft = cfg.finetune
-    h = _digest({"data": sorted(dataset_keys), "finetune": ft.backend_dump()})
+    base = previous if ft.warm_start else None
+    h = _digest({"data": sorted(dataset_keys), "finetune": ft.backend_dump(),
+                 **({"start": base} if base else {})})
     key = ctx.key("models", f"finetuned-{h}")
     if model_ready(store, key):
         return {"model": key, "reused": True, **store.get_json(f"{key}/{MODEL_JSON}").get(
@@ -188,10 +194,13 @@ def finetune_model(ctx: RunContext, dataset_keys: list[str],
     # no wipe: the work dir is this exact training's, and every backend resumes in it
     # only what belongs to the same frames, start and settings (deepmd: its step
     # checkpoints; sevennet, chgnet: the state after the last epoch, by fingerprint)
-    model_dir = backends.finetune(ft, train, valid, workdir, progress=progress)
+    base_dir = fetch_model(ctx.store_url, base, ctx.workdir) if base else None
+    model_dir = backends.finetune(ft, train, valid, workdir, progress=progress,
+                                  base_model_dir=base_dir)
     meta = json.loads((model_dir / MODEL_JSON).read_text())
     summary = {"n_train": len(train), "n_valid": len(valid),
-               "epochs_run": meta.get("epochs_run"), "datasets": sorted(dataset_keys)}
+               "epochs_run": meta.get("epochs_run"), "best_epoch": meta.get("best_epoch"),
+               "datasets": sorted(dataset_keys), "warm_start_from": base}
     if ft.backend == "deepmd":
         summary.update(steps=ft.steps, resumed_from_step=meta.get("resumed_from_step"))
     else:

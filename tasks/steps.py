@@ -133,12 +133,13 @@ def _training_progress(ctx: RunContext, phase: str, total_steps: int | None
 
 
 @task(name="finetune", **TASK_OPTIONS)
-def finetune(ctx: RunContext, dataset_keys: list[str]) -> dict[str, Any]:
+def finetune(ctx: RunContext, dataset_keys: list[str],
+             previous: str | None = None) -> dict[str, Any]:
     spec = ctx.cfg.finetune
     # deepmd reports steps, sevennet epochs (an early stop jumps to 100 % at the end)
     total = spec.steps if spec.backend == "deepmd" else spec.epochs
     with _training_progress(ctx, "finetune-progress", total) as progress:
-        return steps.finetune_model(ctx, dataset_keys, progress=progress)
+        return steps.finetune_model(ctx, dataset_keys, progress=progress, previous=previous)
 
 
 @task(name="check-retention", **TASK_OPTIONS)

@@ -125,3 +125,34 @@ def test_workflow_step_finetunes_with_chgnet_and_reuses_it(tmp_path: Path) -> No
     probe.calc = load_calculator(local)
     assert abs(probe.get_potential_energy() - fr.energy(frames[0])) / len(probe) < 0.2
     assert steps.finetune_model(ctx, ["datasets/d0.extxyz"])["reused"] is True
+
+
+@pytest.mark.slow
+def test_warm_start_continues_from_the_previous_model(tmp_path: Path) -> None:
+    """``finetune.warm_start``: M_2 starts from M_1, which is part of M_2's identity."""
+    from configs import base
+
+    from pfd import run_store, steps
+    from pfd.config import parse_config
+
+    raw = base()
+    raw["finetune"] = {"backend": "chgnet", "epochs": 2, "batch_size": 2, "min_valid_frames": 2,
+                       "valid_fraction": 0.25, "warm_start": True}
+    raw["store"], raw["workdir"] = str(tmp_path / "store"), str(tmp_path / "work")
+    ctx = run_store.make_context(parse_config(raw))
+    frames = [a for a in fr.read_frames(SI_DATA) if 8 <= len(a) <= 16][:16]
+    ctx.store.put_frames("datasets/d0.extxyz", frames[:8])
+    ctx.store.put_frames("datasets/d1.extxyz", frames[8:])
+    m1 = steps.finetune_model(ctx, ["datasets/d0.extxyz"], previous=None)
+    assert m1["warm_start_from"] is None  # nothing before it: from the foundation
+    keys = ["datasets/d0.extxyz", "datasets/d1.extxyz"]
+    warm = steps.finetune_model(ctx, keys, previous=m1["model"])
+    assert warm["warm_start_from"] == m1["model"] and not warm["reused"]
+    cold_ctx = run_store.make_context(parse_config({**raw, "finetune": {
+        **raw["finetune"], "warm_start": False}}))
+    cold = steps.finetune_model(cold_ctx, keys, previous=m1["model"])
+    assert cold["warm_start_from"] is None and cold["model"] != warm["model"]
+    hist = {name: ctx.store.get_json(f"{rec['model']}/pfd_model.json")["history"][0]
+            for name, rec in (("warm", warm), ("cold", cold))}
+    # epoch 0 is the starting weights on the same validation frames: M_1 knows them better
+    assert hist["warm"]["valid_force_rmse"] < hist["cold"]["valid_force_rmse"]
