@@ -71,6 +71,19 @@ def test_finetune_speed_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_warm_start_quick(tmp_path: Path) -> None:
+    res = _run("warm_start", tmp_path)
+    assert res["complete"] is True and res["sizes"] == [4, 6]
+    assert [(r["arm"], r["n_train"]) for r in res["rows"]] == [
+        ("cold", 4), ("cold", 6), ("warm", 6)]
+    cold6, warm6 = res["rows"][1], res["rows"][2]
+    # the warm start is M(4 frames): it knows the validation frames better than SevenNet-0
+    assert warm6["start_valid_force_rmse"] < cold6["start_valid_force_rmse"]
+    assert set(res["last_force_rmse_eV_A"]) == {"cold", "warm"}
+    assert isinstance(res["warm_is_better"], bool)
+
+
+@pytest.mark.slow
 def test_p2_quick(tmp_path: Path) -> None:
     res = _run("p2_md_speed", tmp_path)
     assert res["complete"] is True
