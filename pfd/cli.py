@@ -40,6 +40,11 @@ def check(config: Path) -> None:
         _fail(str(err))
         return
     typer.echo(f"{config}: OK (run id {cfg.resolved_run_id}, {len(cfg.stages)} stage(s))")
+    from pfd import level_of_theory
+    from pfd.structures import config_elements
+
+    for diff in level_of_theory.report(cfg, config_elements(cfg), None)["differences"]:
+        typer.echo(f"note: {diff}")
 
 
 def _store(store: str | None):  # noqa: ANN202

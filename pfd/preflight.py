@@ -21,11 +21,9 @@ __all__ = ["check_config", "check_config_file", "preflight"]
 def preflight(cfg: PFDConfig) -> PFDConfig:
     """Run every environment check on ``cfg``; returns it with its run id resolved."""
     _check_store(cfg.store)
-    from pfd.structures import load_structures
+    from pfd.structures import config_elements
 
-    structures = load_structures(cfg)
-    elements = sorted({el for frames in structures.values() for a in frames
-                       for el in a.get_chemical_symbols()})
+    elements = config_elements(cfg)
     from pfd.label.registry import LabellerConfigError, check_labeller
 
     try:

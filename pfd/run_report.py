@@ -73,6 +73,24 @@ def links_markdown(ctx: RunContext, teacher_key: str | None,
     return "\n".join(lines) + "\n"
 
 
+def theory_markdown(ctx: RunContext, teacher_key: str | None) -> str:
+    """The level-of-theory section (and ``report/level_of_theory.json``): the labeller's
+    physics against the foundation's, and the element energies the teacher refitted."""
+    from pfd import frames as fr
+    from pfd import level_of_theory
+    from pfd.models.meta import MODEL_JSON
+
+    store = ctx.store
+    elements = fr.species([a for k in rs.all_dft_keys(store, ctx.run_id)
+                           for a in store.get_frames(k)])
+    meta_key = f"{teacher_key}/{MODEL_JSON}" if teacher_key else None
+    shift = (store.get_json(meta_key).get("energy_shift_eV")
+             if meta_key and store.exists(meta_key) else None)
+    rec = level_of_theory.report(ctx.cfg, elements, shift)
+    store.put_json(rs.report_key(ctx.run_id, "level_of_theory.json"), rec)
+    return "## Level of theory\n\n" + level_of_theory.markdown(rec)
+
+
 def write_report(ctx: RunContext, init: dict[str, Any], teacher_key: str | None,
                  distill: dict[str, Any] | None, notes: list[str]) -> RunReport:
     """Write ``report/summary.md`` and its plots; ``distill`` carries its ``tests``."""
@@ -81,6 +99,7 @@ def write_report(ctx: RunContext, init: dict[str, Any], teacher_key: str | None,
     md = summary_markdown(ctx.run_id, rows, init,
                           {k: v for k, v in (distill or {}).items() if k != "tests"} or None,
                           teacher_key, notes)
+    md += "\n" + theory_markdown(ctx, teacher_key)
     images = report_images(ctx, rows, distill)
     stored, inline = md, md  # the store's copy links files; the artifact inlines them
     for name, png in images.items():

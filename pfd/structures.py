@@ -114,3 +114,9 @@ def load_structures(cfg: PFDConfig) -> dict[str, list[Atoms]]:
         out[name] = [Atoms(a.get_chemical_symbols(), positions=a.positions, cell=a.cell,
                            pbc=True, info=dict(a.info)) for a in frames]
     return out
+
+
+def config_elements(cfg: PFDConfig) -> list[str]:
+    """Every element of every structure the config defines, sorted."""
+    return sorted({el for frames in load_structures(cfg).values() for a in frames
+                   for el in a.get_chemical_symbols()})

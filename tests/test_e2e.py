@@ -290,6 +290,11 @@ def test_teacher_speaks_dft_energy_reference(run: dict[str, Any]) -> None:
     """QE energies are ~-108 eV/atom, SevenNet's ~-5.4: the shift must be applied."""
     rec = run["store"].get_json("runs/tiny/distill/test_teacher_vs_dft.json")
     assert rec["energy_rmse_meV_atom"] < 200
+    # the report says so: same functional, another code, and the refitted element energy
+    theory = run["store"].get_json("runs/tiny/report/level_of_theory.json")
+    assert theory["labeller"]["functional"] == "PBE" and len(theory["differences"]) == 1
+    assert -110 < theory["energy_shift_eV_per_atom"]["Si"] < -95
+    assert "## Level of theory" in run["store"].get_text("runs/tiny/report/summary.md")
 
 
 def test_finished_run_is_noop(run: dict[str, Any]) -> None:
