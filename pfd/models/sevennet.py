@@ -19,9 +19,7 @@ checkpoint it names; a "foundation" directory only points at a pretrained name.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -35,7 +33,8 @@ from pfd.config import FinetuneSpec, looks_like_path
 from pfd.device import torch_device
 from pfd.models import epoch_state
 from pfd.models.energy_shift import ShiftedCalculator, fit_energy_shift, shifted_frames
-from pfd.models.meta import MODEL_JSON
+from pfd.models.meta import read_model_json as meta_json
+from pfd.models.meta import write_model_json
 from pfd.threads import pin_threads
 
 log = logging.getLogger(__name__)
@@ -129,19 +128,7 @@ def foundation_calculator(name: str = "7net-0", threads: int = 1) -> Calculator:
 
 
 def read_model_json(model_dir: Path) -> dict[str, Any]:
-    path = Path(model_dir) / MODEL_JSON
-    if not path.is_file():
-        raise FileNotFoundError(f"not a pfd model directory (no {MODEL_JSON}): {model_dir}")
-    meta = json.loads(path.read_text())
-    if meta.get("backend") != BACKEND:
-        raise ValueError(f"{path} is a {meta.get('backend')!r} model, not {BACKEND!r}")
-    return meta
-
-
-def _write_model_json(model_dir: Path, meta: dict[str, Any]) -> None:
-    tmp = model_dir / (MODEL_JSON + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(model_dir / MODEL_JSON)
+    return meta_json(model_dir, BACKEND)
 
 
 def save_foundation(model_dir: Path, name: str = "7net-0",
@@ -156,7 +143,7 @@ def save_foundation(model_dir: Path, name: str = "7net-0",
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     shift = {k: float(v) for k, v in (energy_shift or {}).items()}
-    _write_model_json(model_dir, {
+    write_model_json(model_dir, {
         "backend": BACKEND,
         "kind": "foundation",
         "foundation": name,
@@ -180,16 +167,6 @@ def load_calculator(model_dir: Path, threads: int = 1) -> Calculator:
 
 # ---------------------------------------------------------------------------------------
 # fine-tuning
-
-
-def _starting_point(base_model_dir: Path | None, settings: FinetuneSpec) -> tuple[str, str]:
-    """(checkpoint to start from, foundation name recorded in the new model)."""
-    if base_model_dir is None:
-        return settings.foundation, settings.foundation
-    meta = read_model_json(Path(base_model_dir))
-    if meta["kind"] == "foundation":
-        return meta["foundation"], meta["foundation"]
-    return str(Path(base_model_dir) / meta["checkpoint"]), meta["foundation"]
 
 
 def _graph_dataset(frames: Sequence[Atoms], root: Path, name: str, cutoff: float) -> Any:
@@ -273,14 +250,6 @@ def _reinitialised(model: Any, config: dict[str, Any]) -> Any:
     return fresh
 
 
-def _fingerprint(train: Sequence[Atoms], valid: Sequence[Atoms], start: str,
-                 settings: FinetuneSpec) -> str:
-    import sevenn
-
-    return epoch_state.fingerprint(train, valid, {
-        "start": start, "settings": settings.backend_dump(), "sevenn": sevenn.__version__})
-
-
 def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
              settings: FinetuneSpec, base_model_dir: Path | None = None,
              progress: Callable[[dict[str, Any]], None] | None = None,
@@ -310,17 +279,11 @@ def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
     from torch_geometric.loader import DataLoader
 
     workdir = Path(workdir)
-    model_dir = workdir / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    pin_threads(threads, torch=True)
-    torch.manual_seed(settings.seed)
-
-    start, foundation = _starting_point(base_model_dir, settings)
-    resume_path = workdir / epoch_state.RESUME_FILE
-    best_path = model_dir / CHECKPOINT
-    fingerprint = _fingerprint(train, valid, start, settings)
-    state = (epoch_state.load_state(resume_path, fingerprint, "sevennet finetune")
-             if best_path.is_file() else None)
+    begun = epoch_state.begin(BACKEND, workdir, train, valid, settings, base_model_dir,
+                              CHECKPOINT, ("sevenn", sevenn.__version__), threads)
+    model_dir, best_path, resume_path = begun.model_dir, begun.best_path, begun.resume_path
+    start, foundation, fingerprint, state = (begun.start, begun.foundation, begun.fingerprint,
+                                             begun.state)
     shift = (state["shift"] if state is not None
              else fit_energy_shift(train, _raw_calculator(start, threads)))
     use_stress = all(fr.stress(a) is not None for a in train)
@@ -360,81 +323,29 @@ def finetune(train: list[Atoms], valid: list[Atoms], workdir: Path,
         KEY.BATCH_SIZE: settings.batch_size, KEY.EPOCH: settings.epochs,
     })
 
-    def save_best(epoch: int) -> None:
-        epoch_state.save_atomic({**trainer.get_checkpoint_dict(), "config": config, "epoch": epoch},
-                     best_path)
-
-    def save_state(epoch: int, stopped: bool) -> None:
-        # the best checkpoint is always written first, so a state never names a best
-        # epoch whose weights are not on disk
-        epoch_state.save_atomic({"fingerprint": fingerprint, "epoch": epoch, "stopped": stopped,
-                      "shift": shift, "best_loss": best_loss, "best_epoch": best_epoch,
-                      "history": history, "generator": gen.get_state(),
-                      "torch_rng": torch.get_rng_state(),
-                      **trainer.get_checkpoint_dict()}, resume_path)
-
-    resumed_from: int | None = None
-    if state is not None:
-        trainer.load_state_dicts(state["model_state_dict"], state["optimizer_state_dict"],
-                                 state["scheduler_state_dict"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history: list[dict[str, Any]] = state["history"]
-        best_loss, best_epoch = state["best_loss"], state["best_epoch"]
-        first, stopped = state["epoch"] + 1, state["stopped"]
-        resumed_from = state["epoch"]
-        log.info("sevennet finetune: resuming after epoch %d (best epoch %d)",
-                 resumed_from, best_epoch)
-    else:
+    def validate() -> dict[str, float]:
         trainer.run_one_epoch(valid_loader, is_train=False, error_recorder=valid_rec)
-        v = _read_recorder(valid_rec)
-        history = [{
-            "epoch": 0, "train_loss": None, "valid_loss": v["loss"],
-            "valid_energy_rmse": v["energy_rmse"], "valid_force_rmse": v["force_rmse"],
-        }]
-        best_loss, best_epoch, first, stopped = v["loss"], 0, 1, False
-        save_best(0)
-        save_state(0, False)
-    for epoch in range(first, settings.epochs + 1):
-        if stopped:
-            break
-        lr = trainer.get_lr()
+        return _read_recorder(valid_rec)
+
+    def train_epoch() -> dict[str, float]:
         trainer.run_one_epoch(train_loader, is_train=True, error_recorder=train_rec)
-        t = _read_recorder(train_rec)
-        trainer.run_one_epoch(valid_loader, is_train=False, error_recorder=valid_rec)
-        v = _read_recorder(valid_rec)
-        trainer.scheduler_step()
-        row = {"epoch": epoch, "lr": lr, "train_loss": t["loss"],
-               "train_force_rmse": t["force_rmse"], "valid_loss": v["loss"],
-               "valid_energy_rmse": v["energy_rmse"], "valid_force_rmse": v["force_rmse"]}
-        history.append(row)
-        log.info("sevennet finetune epoch %d: train %.4g valid %.4g (F rmse %.4f)",
-                 epoch, t["loss"], v["loss"], v["force_rmse"])
-        if not math.isfinite(t["loss"]):
-            raise FloatingPointError(f"sevennet fine-tuning diverged at epoch {epoch}")
-        if v["loss"] < best_loss:
-            best_loss, best_epoch = v["loss"], epoch
-            save_best(epoch)
-        stopped = epoch - best_epoch >= settings.patience_epochs
-        save_state(epoch, stopped)
-        if progress is not None:
-            progress({"step": epoch, **{k: float(x) for k, x in row.items()
-                                        if k != "epoch" and x is not None}})
-    epochs_run = len(history) - 1
+        return _read_recorder(train_rec)
 
-    _write_model_json(model_dir, {
-        "backend": BACKEND,
-        "kind": "finetuned",
-        "foundation": foundation,
-        "base_model": str(base_model_dir) if base_model_dir is not None else None,
-        "checkpoint": CHECKPOINT,
-        "energy_shift_eV": shift,
-        "type_map": fr.species(train),
-        "stress_trained": use_stress,
-        "epochs_run": epochs_run,
-        "best_epoch": best_epoch,
-        "resumed_after_epoch": resumed_from,
-        "history": history,
-        "settings": settings.backend_dump(),
-    })
+    def restore(saved: dict[str, Any]) -> None:
+        trainer.load_state_dicts(saved["model_state_dict"], saved["optimizer_state_dict"],
+                                 saved["scheduler_state_dict"])
+
+    run = epoch_state.run_epochs(
+        "sevennet finetune", epoch_state.Trainee(
+            train=train_epoch, validate=validate, lr=trainer.get_lr,
+            scheduler_step=trainer.scheduler_step, weights=trainer.get_checkpoint_dict,
+            restore=restore, save_best=lambda epoch: epoch_state.save_atomic(
+                {**trainer.get_checkpoint_dict(), "config": config, "epoch": epoch},
+                best_path)),
+        state=state, fingerprint=fingerprint, shift=shift, generator=gen,
+        epochs=settings.epochs, patience=settings.patience_epochs, resume_path=resume_path,
+        progress=progress)
+    write_model_json(model_dir, epoch_state.finetuned_meta(
+        BACKEND, foundation, base_model_dir, CHECKPOINT, shift, train, use_stress, run,
+        settings.backend_dump()))
     return model_dir
