@@ -48,6 +48,7 @@ def _config() -> dict[str, Any]:
     cfg["labeller"]["qe"].update(ecutwfc_Ry=24, kspacing_invA=0.5)
     cfg["distill"]["enabled"] = False
     cfg["validation"]["enabled"] = False
+    cfg["retention"] = {"enabled": False}  # tests/test_e2e.py runs the forgetting check
     return cfg
 
 
