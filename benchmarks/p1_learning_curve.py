@@ -224,7 +224,9 @@ def frames_ratio(curves: dict[str, list[dict[str, Any]]], target: float) -> dict
     ft = frames_needed(curves.get("finetuned", []), target)
     scratch = {a: frames_needed(curves[a], target) for a in SCRATCH if curves.get(a)}
     max_tested = max((p["n_train"] for c in curves.values() for p in c), default=0)
-    out: dict[str, Any] = {"frames_needed": {"finetuned": ft, **scratch,
+    others = {a: frames_needed(c, target) for a, c in curves.items()
+              if a not in SCRATCH and a != "finetuned" and c}
+    out: dict[str, Any] = {"frames_needed": {"finetuned": ft, **others, **scratch,
                                              "max_tested": max_tested},
                            f"frames_ratio_at_F{target:.2f}": None,
                            "frames_ratio_lower_bound": None, "best_scratch_arm": None}
