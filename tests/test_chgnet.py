@@ -156,3 +156,18 @@ def test_warm_start_continues_from_the_previous_model(tmp_path: Path) -> None:
             for name, rec in (("warm", warm), ("cold", cold))}
     # epoch 0 is the starting weights on the same validation frames: M_1 knows them better
     assert hist["warm"]["valid_force_rmse"] < hist["cold"]["valid_force_rmse"]
+
+
+def test_pfd_check_refuses_an_element_chgnet_cannot_represent() -> None:
+    from configs import base
+
+    from pfd.config import ConfigError, parse_config
+    from pfd.preflight import _check_foundation
+
+    raw = base()
+    raw["finetune"] = {"backend": "chgnet"}
+    cfg = parse_config(raw)
+    _check_foundation(cfg, ["Si", "O", "Pu"])  # Z <= 94: fine
+    with pytest.raises(ConfigError, match=r"finetune.foundation: '0.3.0' has no element\(s\) "
+                                          r"\['Am'\]"):
+        _check_foundation(cfg, ["Si", "Am"])
