@@ -451,10 +451,11 @@ class RetentionSpec(Strict):
     scaled to each of ``volume_ratios`` and rattled by ``rattle_A`` (a hot frame),
     ``copies`` of each, labelled once by the foundation. The drift is M_i's force RMSE
     and per-atom energy RMSE against the foundation there, energies after per-element
-    offsets (a reference choice, not physics). Without DFT there, a large drift is a
-    model that changed where no data told it to. Bounds unset: the drift is measured and
-    reported only; set, ``on_exceed`` says whether a run warns or stops (its labels and
-    models are kept). Needs a foundation with a calculator (sevennet, chgnet).
+    offsets (a reference choice, not physics), and the force drift over the foundation's
+    own force error on the DFT frames M_i trained on (how far DFT says the foundation is
+    off where the run looked). Bounds unset: measured and reported only; set (absolute or
+    on the ratio), ``on_exceed`` says whether a run warns or stops (its labels and models
+    are kept). Needs a foundation with a calculator (sevennet, chgnet).
     """
 
     enabled: bool = True
@@ -465,6 +466,8 @@ class RetentionSpec(Strict):
     seed: int = 11
     max_force_drift_eV_A: PositiveFloat | None = None
     max_energy_drift_meV_atom: PositiveFloat | None = None
+    # force drift ÷ the foundation's own force RMSE on the DFT frames M_i trained on
+    max_force_drift_ratio: PositiveFloat | None = None
     on_exceed: Literal["warn", "stop"] = "warn"
 
 

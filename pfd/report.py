@@ -112,8 +112,11 @@ def summary_markdown(run_id: str, rows: list[dict[str, Any]], init: dict[str, An
             status_markdown(rows), ""]
     if any(r.get("retention_force_drift_eV_A") is not None for r in rows):
         out += ["F/E drift: each M_i against its foundation on replay frames no stage "
-                "labels (other volumes, rattled; energies after per-element offsets) — "
-                "how far a fine-tune moved where no DFT told it to.", ""]
+                "labels (other volumes, rattled; energies after per-element offsets); "
+                "drift / found. DFT err: the force drift over the foundation's own force "
+                "error on the DFT frames M_i trained on — near 1, the model moved about as "
+                "far as DFT says the foundation is off; far above 1, where no label asked "
+                "it to.", ""]
     dft_total = int(init.get("labelled", 0)) + sum(int(r.get("labelled") or 0) for r in rows)
     out += [f"DFT frames in total: **{dft_total}**.", ""]
     if teacher_key:

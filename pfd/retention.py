@@ -10,8 +10,10 @@ drift from the foundation there: force RMSE, and per-atom energy RMSE after per-
 offsets (a fine-tuned model speaks the labeller's reference, the foundation its own).
 
 A drift is not an error by itself (the foundation is wrong where DFT says so, and fixing
-that is the point); it is the one place a user can see a fine-tune change what no label
-asked it to change. With bounds set the run warns or stops on it.
+that is the point), so it is read against the foundation's own force error on the DFT
+frames M_i trained on: a ratio near 1 is a model that moved about as far as DFT says the
+foundation is off; far above 1, it moved where no label asked it to. With bounds set
+(absolute, or on that ratio) the run warns or stops on it.
 """
 
 from __future__ import annotations
@@ -85,6 +87,11 @@ def drift(reference: list[Atoms], predicted: list[Atoms]) -> dict[str, Any]:
 def exceeded(record: dict[str, Any], spec: RetentionSpec) -> list[str]:
     """The bounds a drift record breaks, as 'quantity value > bound' phrases."""
     out = []
+    ratio = record.get("force_drift_ratio")
+    if spec.max_force_drift_ratio is not None and ratio is not None and \
+            ratio > spec.max_force_drift_ratio:
+        out.append(f"force drift {ratio:.2f}× the foundation's own error on the run's DFT "
+                   f"frames > {spec.max_force_drift_ratio:g}×")
     if spec.max_force_drift_eV_A is not None and \
             record["force_drift_eV_A"] > spec.max_force_drift_eV_A:
         out.append(f"force drift {record['force_drift_eV_A']:.3f} eV/Å > "
@@ -123,9 +130,36 @@ def replay_set(ctx: RunContext) -> tuple[str, list[Atoms]]:
     return key, labelled
 
 
+def foundation_dft_error(ctx: RunContext, dataset_keys: list[str]) -> dict[str, Any] | None:
+    """The foundation's force RMSE against the run's DFT labels in ``dataset_keys``: how
+    far DFT says the foundation is off where the run looked — the scale a drift is read
+    against. One stored record per dataset (``retention/foundation-vs-*.json``)."""
+    from pfd.models.backends import foundation_calculator
+
+    sq, n = 0.0, 0
+    calc = None
+    for key in dataset_keys:
+        rec_key = ctx.key("retention", "foundation-vs-"
+                          + hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
+        if not ctx.store.exists(rec_key):
+            frames = ctx.store.get_frames(key)
+            calc = calc or foundation_calculator(ctx.cfg.finetune, threads=1)
+            pred = predict(calc, [fr.strip_labels(a) for a in frames])
+            diffs = [np.asarray(fr.forces(p)) - np.asarray(fr.forces(a))
+                     for a, p in zip(frames, pred, strict=True)]
+            ctx.store.put_json(rec_key, {"dataset": key, "n_frames": len(frames),
+                                         "force_sq": float(sum((d ** 2).sum() for d in diffs)),
+                                         "n_comp": int(sum(d.size for d in diffs))})
+        rec = ctx.store.get_json(rec_key)
+        sq, n = sq + rec["force_sq"], n + rec["n_comp"]
+    return {"datasets": list(dataset_keys), "force_rmse_eV_A": math.sqrt(sq / n)} if n else None
+
+
 def check_model(ctx: RunContext, model_key: str, out_key: str) -> dict[str, Any]:
-    """M_i's drift from the foundation on the replay frames, stored at ``out_key``."""
+    """M_i's drift from the foundation on the replay frames, stored at ``out_key``, beside
+    the foundation's own error on the DFT frames M_i trained on."""
     from pfd.model_cache import cached_calculator
+    from pfd.models.meta import MODEL_JSON
 
     if ctx.store.exists(out_key):
         return ctx.store.get_json(out_key)
@@ -133,9 +167,16 @@ def check_model(ctx: RunContext, model_key: str, out_key: str) -> dict[str, Any]
     calc = cached_calculator(ctx.store_url, model_key, str(ctx.workdir), 1)
     record = {"model": model_key, "replay": replay_key,
               **drift(replay, predict(calc, [fr.strip_labels(a) for a in replay]))}
+    trained_on = ctx.store.get_json(f"{model_key}/{MODEL_JSON}").get(
+        "pfd_summary", {}).get("datasets", [])
+    scale = foundation_dft_error(ctx, trained_on)
+    record["foundation_vs_dft"] = scale
+    record["force_drift_ratio"] = (record["force_drift_eV_A"] / scale["force_rmse_eV_A"]
+                                   if scale and scale["force_rmse_eV_A"] > 0 else None)
     spec = ctx.cfg.retention
     record["bounds"] = {"max_force_drift_eV_A": spec.max_force_drift_eV_A,
-                        "max_energy_drift_meV_atom": spec.max_energy_drift_meV_atom}
+                        "max_energy_drift_meV_atom": spec.max_energy_drift_meV_atom,
+                        "max_force_drift_ratio": spec.max_force_drift_ratio}
     record["exceeded"] = exceeded(record, spec)
     ctx.store.put_json(out_key, record)
     return record

@@ -298,6 +298,7 @@ def iteration_row(stage_idx: int, stage_name: str, it: int, model_key: str,
     if retention is not None:  # M_i's drift from its foundation (pfd.retention)
         extra.update(retention_force_drift_eV_A=retention["force_drift_eV_A"],
                      retention_energy_drift_meV_atom=retention["energy_drift_meV_atom"],
+                     retention_force_drift_ratio=retention.get("force_drift_ratio"),
                      retention_exceeded=retention["exceeded"])
     return {**extra, "stage": stage_idx + 1, "stage_name": stage_name, "iter": it,
             "model": model_key, "explored": explored["frames"],
@@ -320,6 +321,7 @@ STATUS_FIELDS = [("stage", "stage"), ("iter", "iter"), ("explored", "explored"),
                  ("failed", "failed"), ("E RMSE meV/atom", "energy_rmse_meV_atom"),
                  ("F RMSE eV/Å", "force_rmse_eV_A"),
                  ("F drift eV/Å", "retention_force_drift_eV_A"),
+                 ("drift / found. DFT err", "retention_force_drift_ratio"),
                  ("E drift meV/atom", "retention_energy_drift_meV_atom"),
                  ("targets", "targets_summary"), ("converged", "converged")]
 STATUS_COLUMNS = [title for title, _ in STATUS_FIELDS]

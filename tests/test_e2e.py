@@ -183,6 +183,11 @@ def test_iteration_records_are_consistent(run: dict[str, Any]) -> None:
     for r, c in zip(rows, checks, strict=True):
         assert r["retention_force_drift_eV_A"] == c["force_drift_eV_A"] > 0
         assert np.isfinite(r["retention_energy_drift_meV_atom"]) and c["exceeded"] == []
+        # read against SevenNet-0's own error on the DFT frames this M_i trained on
+        assert c["foundation_vs_dft"]["force_rmse_eV_A"] > 0
+        assert r["retention_force_drift_ratio"] == pytest.approx(
+            c["force_drift_eV_A"] / c["foundation_vs_dft"]["force_rmse_eV_A"])
+    assert checks[0]["foundation_vs_dft"]["datasets"] == ["runs/tiny/init/labelled.extxyz"]
 
 
 def st_calls(run: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -199,7 +204,8 @@ def test_status_command_prints_table(run: dict[str, Any]) -> None:
     assert lines[0] == "run tiny: completed"
     assert lines[1].startswith("Prefect flow run: ")  # which flow run did the work
     assert lines[2].startswith("| stage | iter | explored | filtered | selected | labelled")
-    assert "| F RMSE eV/Å | F drift eV/Å | E drift meV/atom |" in lines[2]
+    assert "| F RMSE eV/Å | F drift eV/Å | drift / found. DFT err | E drift meV/atom |" \
+        in lines[2]
     stages = lines[:lines.index("distillation:")]
     data = [ln for ln in stages if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
     assert len(data) == 2

@@ -63,6 +63,11 @@ def test_drift_ignores_an_energy_reference_and_sees_physics() -> None:
     assert exceeded(d1, spec) == ["force drift 0.141 eV/Å > 0.1"]
     assert exceeded(d0, spec) == []
     assert exceeded(d1, RetentionSpec()) == []  # no bounds: measured only
+    ratio = RetentionSpec(max_force_drift_ratio=2.0)
+    assert exceeded({**d1, "force_drift_ratio": 2.5}, ratio) == [
+        "force drift 2.50× the foundation's own error on the run's DFT frames > 2×"]
+    assert exceeded({**d1, "force_drift_ratio": 1.2}, ratio) == []
+    assert exceeded({**d1, "force_drift_ratio": None}, ratio) == []  # no DFT yet: no ratio
 
 
 def test_retention_needs_a_foundation_calculator() -> None:
