@@ -10,6 +10,7 @@ export PYTHONUNBUFFERED := 1
 install:
 	bash scripts/install-python.sh
 	bash scripts/install-lammps-env.sh
+	bash scripts/install-mace-env.sh
 
 system-deps:
 	bash scripts/install-system-deps.sh

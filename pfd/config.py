@@ -343,13 +343,19 @@ FINETUNE_BACKEND_FIELDS = {
     "deepmd": ("checkpoint", "model_branch", "steps", "stop_lr", *DPLossSpec.model_fields),
     "chgnet": ("foundation", "epochs", "patience_epochs", "energy_weight", "force_weight",
                "stress_weight", "huber_delta"),
+    "mace": ("foundation", "epochs", "patience_epochs", "energy_weight", "force_weight",
+             "stress_weight", "huber_delta"),
 }
 
 #: FinetuneSpec defaults that differ by backend, applied where the config leaves the field
 #: unset. chgnet: its shipped model; its stress loss is on GPa (sevennet's on kbar) with
-#: chgnet's own default weight, and its Huber delta is chgnet's (0.1)
+#: chgnet's own default weight, and its Huber delta is chgnet's (0.1). mace: the weights of
+#: mace-torch's own Huber loss (per-atom energy, forces, stress in eV/Å³); no foundation
+#: default, since MACE weights are a file the user brings
 FINETUNE_BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
     "chgnet": {"foundation": "0.3.0", "stress_weight": 0.1, "huber_delta": 0.1},
+    "mace": {"energy_weight": 1.0, "force_weight": 100.0, "stress_weight": 1.0,
+             "huber_delta": 0.01},
 }
 
 
@@ -363,12 +369,15 @@ class FinetuneSpec(DPLossSpec):
     or is ``RANDOM`` to re-initialise the fitting net; ``steps``, ``stop_lr`` and the dp
     loss prefactors apply. ``chgnet``: ``foundation`` is a CHGNet model the chgnet wheel
     ships (``0.3.0``, the default then; ``0.2.0``; ``r2scan``) or a saved ``.pth.tar``;
-    ``epochs``, ``patience_epochs`` and the loss weights apply (stress on GPa).
+    ``epochs``, ``patience_epochs`` and the loss weights apply (stress on GPa). ``mace``:
+    ``foundation`` is a MACE ``.model`` file (e.g. MACE-MP-0's; required), fine-tuned by
+    mace-torch's ``mace_run_train`` in ``.venv-mace``; ``epochs``, ``patience_epochs`` and
+    the Huber loss weights apply.
     ``batch_size``, ``learning_rate``, ``valid_fraction``, ``min_valid_frames`` and
     ``seed`` apply to all.
     """
 
-    backend: Literal["sevennet", "deepmd", "chgnet"] = "sevennet"
+    backend: Literal["sevennet", "deepmd", "chgnet", "mace"] = "sevennet"
     foundation: str = Field("7net-0", json_schema_extra=CONTENT)  # content if a file
     checkpoint: str | None = Field(None, json_schema_extra=CONTENT)
     model_branch: str | None = None
@@ -416,10 +425,16 @@ class FinetuneSpec(DPLossSpec):
                                  f"checkpoint (*.pt), got {self.checkpoint!r}")
             if self.warm_start:
                 raise ValueError("finetune.warm_start: the deepmd backend fine-tunes from "
-                                 "finetune.checkpoint only (allowed with sevennet, chgnet)")
+                                 "finetune.checkpoint only (allowed with sevennet, chgnet, mace)")
         elif self.checkpoint is not None or self.model_branch is not None:
             raise ValueError("finetune.checkpoint and finetune.model_branch apply to backend "
                              f"'deepmd' only (backend is {self.backend!r})")
+        if self.backend == "mace" and ("foundation" not in self.model_fields_set
+                                       or not self.foundation.endswith(".model")):
+            shown = self.foundation if "foundation" in self.model_fields_set else "unset"
+            raise ValueError(f"finetune.foundation is {shown!r}: backend 'mace' needs the "
+                             "foundation's MACE model file (*.model, e.g. MACE-MP-0's); no "
+                             "MACE weights ship with pfd or can be downloaded")
         if self.stop_lr > self.learning_rate:
             raise ValueError(f"stop_lr ({self.stop_lr}) must not exceed learning_rate "
                              f"({self.learning_rate})")
@@ -455,7 +470,7 @@ class RetentionSpec(Strict):
     own force error on the DFT frames M_i trained on (how far DFT says the foundation is
     off where the run looked). Bounds unset: measured and reported only; set (absolute or
     on the ratio), ``on_exceed`` says whether a run warns or stops (its labels and models
-    are kept). Needs a foundation with a calculator (sevennet, chgnet).
+    are kept). Needs a foundation with a calculator (sevennet, chgnet, mace).
     """
 
     enabled: bool = True
@@ -1164,11 +1179,11 @@ class PFDConfig(Strict):
         if "retention" in self.model_fields_set and self.retention.enabled and \
                 self.finetune.backend == "deepmd":
             raise ValueError("retention: the forgetting check needs a foundation with a "
-                             "calculator (finetune.backend sevennet or chgnet; a DPA "
+                             "calculator (finetune.backend sevennet, chgnet or mace; a DPA "
                              "training checkpoint has none); set retention.enabled false")
         if self.validation.foundation and self.finetune.backend == "deepmd":
-            raise ValueError("validation.foundation: true needs finetune.backend sevennet or "
-                             "chgnet (a DPA training checkpoint has no calculator as given); "
+            raise ValueError("validation.foundation: true needs finetune.backend sevennet, chgnet "
+                             "or mace (a DPA training checkpoint has no calculator as given); "
                              "set it false")
         return self
 

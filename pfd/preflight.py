@@ -107,7 +107,9 @@ def _check_foundation(cfg: PFDConfig, elements: list[str]) -> None:
     try:
         known = foundation_type_map(cfg.finetune.backend, cfg.finetune.foundation)
     except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"finetune.foundation: {err}") from None
+        msg = str(err)
+        raise ConfigError(msg if msg.startswith("finetune") else f"finetune.foundation: {msg}"
+                          ) from None
     if known is None:
         return
     missing = sorted(set(elements) - set(known))

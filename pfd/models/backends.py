@@ -38,6 +38,7 @@ from pfd.config import FinetuneSpec
 MODULES = {
     "sevennet": "pfd.models.sevennet",
     "chgnet": "pfd.models.chgnet",
+    "mace": "pfd.models.mace",
     "deepmd": "pfd.models.deepmd_finetune",
 }
 

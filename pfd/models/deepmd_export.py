@@ -9,7 +9,7 @@ PyTorch student, in a second environment (``.venv-lammps``, built by
 deepmd-kit cannot share one site-packages.
 
 Everything crossing into that environment is a subprocess: ``dp --tf`` for training,
-``lmp`` for MD, and a small worker (``_deepmd_tf_worker.py``) that evaluates the model
+``lmp`` for MD, and a small worker (:mod:`pfd.models.env_worker`) that evaluates the model
 for ASE, so the exported model can be tested and run in ASE from pfd's own environment
 (:func:`load_calculator`), and LAMMPS and ASE can be compared on the same file.
 """
@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import shutil
-import struct
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +29,6 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
 
 from pfd.config import StudentSpec
 from pfd.models.deepmd import (
@@ -43,6 +39,7 @@ from pfd.models.deepmd import (
     write_model_meta,
 )
 from pfd.models.deepmd_run import Progress, log_tail, run_dp, run_training, thread_env
+from pfd.models.env_worker import WorkerCalculator
 from pfd.models.train_stop import student_stop
 
 FROZEN_PB = "frozen_model.pb"
@@ -164,72 +161,11 @@ def export_lammps(
 # --------------------------------------------------------------------------- ASE
 
 
-class TFModelCalculator(Calculator):
-    """ASE calculator for a TensorFlow DeePMD model, evaluated in the LAMMPS environment.
-
-    One long-lived worker process per calculator; a pickle round trip per call costs far
-    less than the model evaluation for any cell worth simulating.
-    """
-
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+class TFModelCalculator(WorkerCalculator):
+    """ASE calculator for a TensorFlow DeePMD model, evaluated in the LAMMPS environment."""
 
     def __init__(self, model: Path, env: LammpsEnv, threads: int = 1, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._stderr = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(
-            [str(env.python), "-P", str(Path(__file__).with_name("_deepmd_tf_worker.py")),
-             str(model)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            env={**os.environ, **thread_env(threads)})
-        hello = self._receive()
-        self.type_map: list[str] = list(hello["type_map"])
-
-    def _worker_log(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")[-3000:]
-
-    def _receive(self) -> dict[str, Any]:
-        assert self._proc.stdout is not None
-        head = self._proc.stdout.read(8)
-        if len(head) < 8:
-            raise RuntimeError(f"TensorFlow DeePMD worker died; its log:\n{self._worker_log()}")
-        (size,) = struct.unpack("<Q", head)
-        msg = pickle.loads(self._proc.stdout.read(size))
-        if "error" in msg:
-            raise RuntimeError(f"TensorFlow DeePMD worker failed:\n{msg['error']}")
-        return msg
-
-    def calculate(self, atoms: Atoms | None = None, properties: list[str] | None = None,
-                  system_changes: list[str] = all_changes) -> None:
-        super().calculate(atoms, properties, system_changes)
-        assert self.atoms is not None and self._proc.stdin is not None
-        req = {"numbers": self.atoms.numbers, "positions": self.atoms.positions,
-               "cell": np.asarray(self.atoms.cell), "pbc": self.atoms.pbc}
-        data = pickle.dumps(req, protocol=pickle.HIGHEST_PROTOCOL)
-        self._proc.stdin.write(struct.pack("<Q", len(data)) + data)
-        self._proc.stdin.flush()
-        reply = self._receive()
-        self.results = {"energy": reply["energy"], "free_energy": reply["energy"],
-                        "forces": np.asarray(reply["forces"])}
-        if reply.get("stress") is not None:
-            self.results["stress"] = np.asarray(reply["stress"])
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._stderr.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
+        super().__init__(env.python, "deepmd-tf", model, threads=threads, **kwargs)
 
 
 def load_calculator(model_dir: Path, threads: int = 1, env: LammpsEnv | None = None

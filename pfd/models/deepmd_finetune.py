@@ -20,7 +20,6 @@ DPA-3 themselves, which exercises exactly this code path.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from pfd import frames as fr
-from pfd.config import DPScheduleSpec, FinetuneSpec
+from pfd.config import DPScheduleSpec, FinetuneSpec, file_digest
 from pfd.models.deepmd import (
     MODEL_FILE,
     _check_type_map,
@@ -163,14 +162,6 @@ def check_elements(info: CheckpointInfo, frames: list[Atoms], head: str | None) 
     return [el for el in tmap if el in present]
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build_finetune_input(
     info: CheckpointInfo,
     train_systems: list[Path],
@@ -221,7 +212,7 @@ def finetune_checkpoint(
     workdir.mkdir(parents=True, exist_ok=True)
     train_systems, valid_systems = write_training_data(train, valid, workdir, type_map)
     config = build_finetune_input(info, train_systems, valid_systems, type_map, settings, head)
-    base_sha = _file_sha256(info.path)
+    base_sha = file_digest(info.path).removeprefix("sha256:")
     init_args = ["--finetune", str(info.path), *head_args, "--use-pretrain-script"]
     run = run_training(workdir, config, [workdir / "data"], dp=dp_command(), backend="pt",
                        threads=threads, init_args=init_args,

@@ -29,7 +29,7 @@ def model_info(model_dir: Path) -> dict[str, object]:
 def load_calculator(model_dir: Path, threads: int = 1) -> Calculator:
     info = model_info(model_dir)
     backend = info.get("backend")
-    if backend in ("sevennet", "chgnet"):
+    if backend in ("sevennet", "chgnet", "mace"):
         from pfd.models.backends import module
 
         return module(backend).load_calculator(Path(model_dir), threads=threads)
@@ -43,4 +43,4 @@ def load_calculator(model_dir: Path, threads: int = 1) -> Calculator:
 
         return deepmd.load_calculator(Path(model_dir), threads=threads)
     raise ValueError(f"{model_dir}/{MODEL_JSON}: unknown backend {backend!r} "
-                     "(allowed: sevennet, chgnet, deepmd)")
+                     "(allowed: sevennet, chgnet, mace, deepmd)")

@@ -57,6 +57,10 @@ def foundation_type_map(backend: str, foundation: str) -> list[str] | None:
         from pfd.models.chgnet import foundation_elements
 
         return foundation_elements(foundation)  # no model load for a shipped name
+    if backend == "mace":
+        from pfd.models.mace import foundation_elements as mace_elements
+
+        return mace_elements(foundation)  # the file's atomic_numbers, read in .venv-mace
     if backend != "sevennet":
         return None
     entry = _read_cache().get(f"sevennet:{foundation}")
