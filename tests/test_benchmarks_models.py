@@ -65,7 +65,7 @@ def test_p1_quick(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_finetune_speed_quick(tmp_path: Path) -> None:
     res = _run("finetune_speed", tmp_path)
-    assert {r["backend"] for r in res["rows"]} == {"sevennet", "chgnet"}
+    assert {r["backend"] for r in res["rows"]} == {"sevennet", "chgnet", "mace"}
     for r in res["rows"]:
         assert r["natoms"] == 8 and r["train_frames"] == 4
         assert r["s_per_epoch"] > 0 and r["startup_s"] > 0
