@@ -141,8 +141,13 @@ def main() -> None:
             f"{result['date']} · load average before: "
             f"{result['load_average_1_5_15_before'][0]} · one thread.", "",
             "Rattled, 1 %-strained diamond Si labelled by each foundation; "
-            f"{result['protocol']}.", "",
-            "| backend | atoms | training frames | s/epoch | s/epoch per 100 frames | "
+            f"{result['protocol']}.", ""]
+    if any(r["backend"] == "mace" for r in rows):
+        body += ["MACE: a model of MACE-MP-0 \"medium\"'s shape (no MACE weights can be had "
+                 "here; an epoch's cost depends on the architecture, not the weights), float64, "
+                 "through `mace_run_train` in `.venv-mace`: its start-up includes that "
+                 "process's imports and data loading.", ""]
+    body += ["| backend | atoms | training frames | s/epoch | s/epoch per 100 frames | "
             "start-up s |", "|---|---|---|---|---|---|"]
     body += [f"| {LABELS[r['backend']]} | {r['natoms']} | {r['train_frames']} | "
              f"{r['s_per_epoch']} | {r['s_per_epoch_per_100_frames']} | {r['startup_s']} |"
