@@ -73,6 +73,19 @@ def test_finetune_speed_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_graph_build_quick(tmp_path: Path) -> None:
+    res = _run("graph_build", tmp_path, 300)
+    assert {r["backend"] for r in res["rows"]} == {"sevennet", "chgnet"}
+    for r in res["rows"]:
+        assert r["frames"] == 20 and r["atoms"] >= 8 * 20
+        assert r["graph_s"] > 0
+        assert r["graph_ms_per_frame"] == pytest.approx(1000 * r["graph_s"] / 20, abs=0.1)
+        if r["epoch_s_at_8_atom_rate"] is not None:  # the recorded fine-tune speeds
+            assert r["share_of_one_epoch"] == pytest.approx(
+                r["graph_s"] / r["epoch_s_at_8_atom_rate"], rel=0.1)
+
+
+@pytest.mark.slow
 def test_warm_start_quick(tmp_path: Path) -> None:
     # chgnet: the same code path as the demo's sevennet (backends.finetune), in a third of
     # the time
