@@ -14,6 +14,43 @@ from s3server import SECRET, SWIFT_SCRIPT, SYSTEM_PYTHON, SwiftServer, free_port
 pytest_plugins = ["requires"]
 
 
+#: directories whose files run in one xdist process: their conftest builds an expensive
+#: session fixture (tests/reliability: one reference pfd run) that each process would
+#: build again
+SHARED_PROCESS_DIRS = ("tests/reliability/",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` (``make test``) with :data:`SHARED_PROCESS_DIRS` as one unit.
+
+    A file runs in one process, so its module fixtures (a whole run) are built once.
+    (xdist's own ``loadgroup`` cannot express this here: with pytest 9.2 its group marks
+    are silently ignored, since ``item._nodeid`` no longer sets the node id.)
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return next((d for d in SHARED_PROCESS_DIRS if path.startswith(d)), path)
+
+    return FileScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with slow tests first, each file's tests kept together and in order.
+
+    xdist hands out files (:func:`pytest_xdist_make_scheduler`) in this order: long files
+    first and the many quick ones last fill the processes evenly; a whole-run file handed
+    out last would run alone at the end.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: order kept within
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
