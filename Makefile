@@ -2,10 +2,10 @@
 # `make test-fast` (the developer's inner loop: tests not marked slow, < 3 minutes on 2 cores).
 VENV := .venv
 # pytest-xdist processes, a test file per process (tests/conftest.py: its module fixtures are
-# built once).
-# Three on CI's two cores: most tests wait on one-threaded DFT, training or a server, and
-# the cores stood a quarter idle with two (make test: 34 min with 2, 68 min with 1).
-TEST_WORKERS ?= 3
+# built once). Measured on a 2-core machine: make test 34 min with 2 processes, 31 with 3
+# (each test slower under the contention, and a process race surfaced), 66-68 min in CI
+# with 1: two, one per core.
+TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS) --dist loadfile
 BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false

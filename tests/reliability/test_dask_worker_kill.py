@@ -32,6 +32,15 @@ pytestmark = [pytest.mark.slow,
               needs(shutil.which("pw.x") is not None, "pw.x not installed")]
 
 
+def _cmdline(proc: psutil.Process) -> str:
+    """A process's command line, or "" once it has exited or is a zombie (a child can end
+    between listing and reading: a race the test must not fail on)."""
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def _in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
     box: dict[str, Any] = {}
 
@@ -74,7 +83,7 @@ def test_worker_killed_during_labelling(tmp_path: Path, monkeypatch: pytest.Monk
                 return False
             for pid in pids.values():
                 kids = psutil.Process(pid).children(recursive=True)
-                if any("pw" in " ".join(k.cmdline()) for k in kids if k.is_running()):
+                if any("pw" in _cmdline(k) for k in kids):
                     victim[:] = [psutil.Process(pid), *kids]
                     return True
             return False
@@ -83,7 +92,7 @@ def test_worker_killed_during_labelling(tmp_path: Path, monkeypatch: pytest.Monk
         worker, engine = victim[0], victim[1:]
         worker.kill()  # the worker only: its engine must not outlive it (the guard)
         _, alive = psutil.wait_procs(engine, timeout=10)
-        assert not alive, f"the engine outlived its worker: {[p.cmdline() for p in alive]}"
+        assert not alive, f"the engine outlived its worker: {[_cmdline(p) for p in alive]}"
         killed_calls = len(pw_calls(tmp_path))
         t.join(timeout=300)
         new_pids = _worker_pids(client)
