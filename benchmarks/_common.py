@@ -35,6 +35,12 @@ def machine() -> str:
     return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()}"
 
 
+def portable(arg: str) -> str:
+    """A command-line argument as a committed result may show it: an absolute path of
+    this machine becomes ``DIR/<its last part>`` (a user's clone has no such path)."""
+    return f"DIR/{Path(arg).name}" if arg.startswith("/") else arg
+
+
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 

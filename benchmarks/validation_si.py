@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine, update_markdown, utc_now, write_result  # noqa: E402
+from _common import ROOT, machine, portable, update_markdown, utc_now, write_result  # noqa: E402
 
 MODELS = ("teacher", "student", "dft")
 
@@ -130,8 +130,9 @@ def main() -> None:
 
     nums = open_store(args.store).get_json(f"runs/{args.run_id}/report/validation.json")
     res = {"name": name, "machine": machine(), "date": utc_now(),
-           "command": "python benchmarks/validation_si.py " + " ".join(sys.argv[1:]),
-           "run_id": args.run_id, "store": args.store, "validate_s": round(validate_s, 1),
+           "command": "python benchmarks/validation_si.py "
+                      + " ".join(portable(a) for a in sys.argv[1:]),
+           "run_id": args.run_id, "store": portable(args.store), "validate_s": round(validate_s, 1),
            "table": table(nums, args.structure),
            "imaginary_modes": {m: r["imaginary_modes"] for m, r in nums["phonons"].items()},
            "dft": nums["dft"], "errors": sorted(nums["errors"]),

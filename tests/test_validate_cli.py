@@ -192,6 +192,8 @@ def test_benchmark_quick_writes_table(run: dict[str, Any], tmp_path: Path) -> No
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     res = json.loads((tmp_path / "benchmarks/results/validation_si_quick.json").read_text())
     assert res["machine"] and res["date"] and "validation_si.py --quick" in res["command"]
+    # a committed result names no path of this machine: a user's clone has none of them
+    assert st.url not in res["command"] and res["store"] == "DIR/" + Path(st.url).name
     a0 = res["table"]["a0_A"]
     assert 5.3 < a0["teacher"] < 5.6 and 5.3 < a0["dft"] < 5.6  # DFT from the stored result
     assert res["table"]["gamma_optical_THz"]["teacher"] > 5
